@@ -1,0 +1,177 @@
+"""One run configuration: dataclasses mirrored by the TOML sections [data], [model] and [train].
+
+Every field name is also its TOML key and, with dashes, its CLI flag (`batch_size` <-> `--batch-size`).
+Defaults live here and nowhere else. Precedence: defaults < `--config FILE.toml` < CLI flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rnncli.errors import RnncliError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+CELLS = ("rnn", "gru", "lstm")
+NONLINEARITIES = ("tanh", "relu")
+POOLS = ("last", "mean", "max")
+INITS = ("default", "orthogonal", "identity")
+CLASS_WEIGHTS = ("none", "auto")
+
+
+def _f(default: Any, help: str, **limits: Any) -> Any:
+    """A field with its help text and limits (min, max, choices) kept beside its default."""
+    return field(default=default, metadata={"help": help, **limits})
+
+
+@dataclass
+class DataConfig:
+    dataset: str = _f("builtin", "Data: `builtin`, a hub id or alias (sst2, imdb, rotten_tomatoes), "
+                      "a local folder in hub layout, or one .parquet/.csv/.tsv/.json/.jsonl file.")
+    text_column: str = _f("", "Text column; empty: found by name (text, sentence, review, content).")
+    label_column: str = _f("", "Label column; empty: found by name (label, labels, sentiment).")
+    val_fraction: float = _f(0.1, "Share of train carved out (seeded, stratified) when there is no "
+                             "validation split.", min=0.0, max=0.9, exclusive_min=True)
+    max_length: int = _f(256, "Tokens kept per text; longer texts are truncated.", min=1)
+    min_freq: int = _f(1, "Words seen fewer times in train become <unk>.", min=1)
+    max_vocab: int = _f(50000, "Largest vocabulary, special tokens included.", min=3)
+
+
+@dataclass
+class ModelConfig:
+    cell: str = _f("rnn", "Recurrent cell.", choices=CELLS)
+    nonlinearity: str = _f("tanh", "Activation of the plain rnn cell.", choices=NONLINEARITIES)
+    layers: int = _f(1, "Stacked recurrent layers.", min=1)
+    embed: int = _f(128, "Embedding size (the RNN's input feature size).", min=1)
+    hidden: int = _f(128, "Hidden state size.", min=1)
+    bidirectional: bool = _f(False, "Read each text both ways.")
+    pool: str = _f("last", "How the steps' outputs become one vector: the last valid step, "
+                   "or the mean or max over valid steps.", choices=POOLS)
+    dropout: float = _f(0.2, "Dropout on embeddings, between layers and before the head.", min=0.0, max=0.95)
+    init: str = _f("default", "Recurrent weight init: PyTorch's default, orthogonal, or identity "
+                   "(Le et al. 2015, for relu rnn).", choices=INITS)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = _f(5, "Passes over the training split.", min=1)
+    batch_size: int = _f(64, "Texts per batch.", min=1)
+    lr: float = _f(2e-3, "AdamW learning rate.", min=0.0, exclusive_min=True)
+    weight_decay: float = _f(0.0, "AdamW weight decay.", min=0.0)
+    clip: float = _f(1.0, "Gradient norm clip; 0 turns it off.", min=0.0)
+    seed: int = _f(0, "Seed for weights, data order and splits.")
+    patience: int = _f(3, "Stop after this many epochs without a better validation accuracy.", min=1)
+    class_weights: str = _f("none", "`auto` weighs the loss by inverse class frequency.", choices=CLASS_WEIGHTS)
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N.")
+    out: str = _f("", "Model folder; empty: runs/<dataset>-<timestamp>.")
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+
+_SECTION_TYPES = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+def field_info(name: str) -> dataclasses.Field:
+    """The dataclass field behind a flat name such as `batch_size`."""
+    for cls in _SECTION_TYPES.values():
+        for f in dataclasses.fields(cls):
+            if f.name == name:
+                return f
+    raise KeyError(name)
+
+
+def help_text(name: str) -> str:
+    """Help for a CLI flag, with the default read from the dataclass."""
+    f = field_info(name)
+    default = f.default if f.default != "" else "(empty)"
+    return f"{f.metadata['help']} [default: {default}]"
+
+
+def _coerce(value: Any, f: dataclasses.Field, where: str) -> Any:
+    kind = type(f.default)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise RnncliError(f"{where}: `{f.name}` must be true or false, not {value!r}")
+        return value
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise RnncliError(f"{where}: `{f.name}` must be a {kind.__name__}, not {value!r}")
+    return value
+
+
+def _check(value: Any, f: dataclasses.Field, where: str) -> None:
+    m = f.metadata
+    if "choices" in m and value not in m["choices"]:
+        raise RnncliError(f"{where}: `{f.name}` must be one of {', '.join(m['choices'])}, not {value!r}")
+    if "min" in m:
+        low_bad = value <= m["min"] if m.get("exclusive_min") else value < m["min"]
+        if low_bad:
+            sign = ">" if m.get("exclusive_min") else ">="
+            raise RnncliError(f"{where}: `{f.name}` must be {sign} {m['min']}, not {value!r}")
+    if "max" in m and value > m["max"]:
+        raise RnncliError(f"{where}: `{f.name}` must be <= {m['max']}, not {value!r}")
+
+
+def from_dict(raw: dict[str, Any], where: str = "config", base: Config | None = None) -> Config:
+    """Sections of raw values laid over `base` (defaults when None); unknown keys are errors."""
+    config = base or Config()
+    for section, values in raw.items():
+        if section not in _SECTION_TYPES:
+            raise RnncliError(f"{where}: unknown section [{section}] (known: {', '.join(_SECTION_TYPES)})")
+        if not isinstance(values, dict):
+            raise RnncliError(f"{where}: [{section}] must be a table of keys")
+        target = getattr(config, section)
+        known = {f.name: f for f in dataclasses.fields(target)}
+        for key, value in values.items():
+            if key not in known:
+                raise RnncliError(f"{where}: unknown key `{key}` in [{section}]")
+            value = _coerce(value, known[key], where)
+            _check(value, known[key], where)
+            setattr(target, key, value)
+    return config
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise RnncliError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise RnncliError(f"{path}: not valid TOML ({e})") from None
+    except OSError as e:
+        raise RnncliError(f"{path}: cannot read config ({e.strerror})") from None
+
+
+def resolve(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults, then the TOML file, then flat `overrides` from the command line (None means unset)."""
+    config = Config()
+    if config_file is not None:
+        config = from_dict(load_toml(config_file), where=str(config_file), base=config)
+    by_section: dict[str, dict[str, Any]] = {}
+    for name, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section = next((s for s, cls in _SECTION_TYPES.items()
+                        if name in {f.name for f in dataclasses.fields(cls)}), None)
+        if section is None:
+            raise RnncliError(f"command line: unknown option `{name}`")
+        by_section.setdefault(section, {})[name] = value
+    return from_dict(by_section, where="command line", base=config)

@@ -1,0 +1,5 @@
+"""The one exception a user can cause. The CLI prints its message on one line and exits with code 2."""
+
+
+class RnncliError(Exception):
+    """Bad input, a missing file, an impossible option: anything the user can fix."""

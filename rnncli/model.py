@@ -1,0 +1,96 @@
+"""The classifier: token ids -> embedding -> recurrent layers -> pooling over valid steps -> linear head.
+
+Tensors are seq-first, as in PyTorch's default: ids are (seq, batch). Texts shorter than the batch
+are right-padded with id 0; padding never changes a text's result (masks for the forward direction,
+packed sequences for the backward one).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from rnncli.config import ModelConfig
+
+RECURRENT = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+
+
+class RNNClassifier(nn.Module):
+    def __init__(self, config: ModelConfig, vocab_size: int, num_classes: int):
+        super().__init__()
+        self.config = config
+        self.directions = 2 if config.bidirectional else 1
+        extra = {"nonlinearity": config.nonlinearity} if config.cell == "rnn" else {}
+        self.embedding = nn.Embedding(vocab_size, config.embed, padding_idx=0)
+        self.rnn = RECURRENT[config.cell](
+            config.embed, config.hidden, num_layers=config.layers,
+            dropout=config.dropout if config.layers > 1 else 0.0,
+            bidirectional=config.bidirectional, **extra,
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden * self.directions, num_classes)
+        self._init_recurrent(config.init)
+
+    def _init_recurrent(self, how: str) -> None:
+        """Identity W_hh lets a relu RNN carry its state unchanged at first (Le et al. 2015)."""
+        if how == "default":
+            return
+        for name, p in self.rnn.named_parameters():
+            if name.startswith("weight_hh"):
+                for gate in p.data.chunk(p.shape[0] // p.shape[1]):  # one (hidden, hidden) block per gate
+                    if how == "identity":
+                        nn.init.eye_(gate)
+                    else:
+                        nn.init.orthogonal_(gate)
+            elif name.startswith("bias") and how == "identity":
+                nn.init.zeros_(p)
+
+    def encode(self, ids: torch.Tensor, lengths: torch.Tensor | None = None):
+        """Run the recurrent layers; returns `out` (seq, batch, hidden x dirs) and the final state."""
+        x = self.dropout(self.embedding(ids))  # (seq, batch, embed)
+        padded = lengths is not None and bool((lengths < ids.shape[0]).any())
+        if self.directions == 2 and padded:
+            # The backward direction would start on padding: pack so it starts on each text's last token.
+            packed = pack_padded_sequence(x, lengths.cpu(), enforce_sorted=False)
+            out, state = self.rnn(packed)
+            out, _ = pad_packed_sequence(out, total_length=ids.shape[0])  # (seq, batch, hidden x dirs)
+            return out, state
+        return self.rnn(x)  # out: (seq, batch, hidden x dirs); h_n: (layers x dirs, batch, hidden)
+
+    def pool(self, out: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """One vector per text from the valid steps of `out`: (seq, batch, H) -> (batch, H)."""
+        seq, batch, width = out.shape
+        if lengths is None:
+            lengths = torch.full((batch,), seq, dtype=torch.long, device=out.device)
+        lengths = lengths.to(out.device)
+        if self.config.pool == "last":
+            last = out[lengths - 1, torch.arange(batch, device=out.device)]  # (batch, H x dirs)
+            if self.directions == 1:
+                return last
+            hidden = width // 2
+            # forward direction ends at the last token; backward direction ends at the first
+            return torch.cat([last[:, :hidden], out[0, :, hidden:]], dim=1)  # (batch, 2H)
+        valid = torch.arange(seq, device=out.device)[:, None] < lengths[None, :]  # (seq, batch)
+        if self.config.pool == "mean":
+            summed = (out * valid[..., None]).sum(0)  # (batch, H)
+            return summed / lengths[:, None].to(out.dtype)
+        return out.masked_fill(~valid[..., None], float("-inf")).max(0).values  # (batch, H)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """ids (seq, batch), lengths (batch,) or None when no text is padded -> logits (batch, classes)."""
+        out, _ = self.encode(ids, lengths)
+        return self.head(self.dropout(self.pool(out, lengths)))  # (batch, classes)
+
+    def step_logits(self, ids: torch.Tensor) -> torch.Tensor:
+        """Logits after every prefix, read from `out` at each step: (seq, batch, classes).
+
+        Meaningful only for a one-directional model pooled at the last step, where the logits
+        at step t are exactly what the model would answer for the text cut after token t.
+        """
+        out, _ = self.encode(ids)
+        return self.head(out)  # (seq, batch, classes)
+
+    @property
+    def explainable(self) -> bool:
+        return self.directions == 1 and self.config.pool == "last"

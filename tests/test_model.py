@@ -1,0 +1,67 @@
+"""The classifier's contract: padding never changes a text's result, shapes follow the config."""
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rnncli.config import ModelConfig
+from rnncli.model import RNNClassifier
+
+VOCAB, EMBED, HIDDEN, CLASSES = 37, 11, 13, 3
+
+
+def build(**kw) -> RNNClassifier:
+    torch.manual_seed(0)
+    return RNNClassifier(ModelConfig(embed=EMBED, hidden=HIDDEN, dropout=0.0, **kw), VOCAB, CLASSES).eval()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    cell=st.sampled_from(["rnn", "gru", "lstm"]),
+    pool=st.sampled_from(["last", "mean", "max"]),
+    bidirectional=st.booleans(),
+    layers=st.integers(1, 2),
+    lengths=st.lists(st.integers(1, 7), min_size=2, max_size=5),
+    seed=st.integers(0, 10_000),
+)
+def test_padding_does_not_change_a_sentence(cell, pool, bidirectional, layers, lengths, seed):
+    model = build(cell=cell, pool=pool, bidirectional=bidirectional, layers=layers)
+    g = torch.Generator().manual_seed(seed)
+    texts = [torch.randint(1, VOCAB, (n,), generator=g) for n in lengths]
+    batch = torch.zeros(max(lengths), len(texts), dtype=torch.long)  # (seq, batch), 0 = <pad>
+    for j, t in enumerate(texts):
+        batch[: len(t), j] = t
+    with torch.no_grad():
+        together = model(batch, torch.tensor(lengths))  # (batch, classes)
+        for j, t in enumerate(texts):
+            alone = model(t[:, None])  # (1, classes)
+            torch.testing.assert_close(together[j], alone[0], atol=1e-5, rtol=0)
+
+
+def test_logits_shape_and_step_logits_match_last_pooling():
+    model = build(layers=2)
+    ids = torch.randint(1, VOCAB, (7, 3))  # (seq, batch)
+    with torch.no_grad():
+        logits = model(ids)
+        steps = model.step_logits(ids)
+    assert logits.shape == (3, CLASSES)
+    assert steps.shape == (7, 3, CLASSES)
+    torch.testing.assert_close(steps[-1], logits)  # the last prefix is the whole text
+
+
+def test_identity_init_makes_recurrent_weights_the_identity():
+    model = build(cell="rnn", nonlinearity="relu", init="identity")
+    torch.testing.assert_close(model.rnn.weight_hh_l0.data, torch.eye(HIDDEN))
+    assert model.rnn.bias_hh_l0.abs().sum() == 0
+
+
+def test_orthogonal_init_per_gate():
+    model = build(cell="gru", init="orthogonal")
+    for gate in model.rnn.weight_hh_l0.data.chunk(3):  # (hidden, hidden) each
+        torch.testing.assert_close(gate @ gate.T, torch.eye(HIDDEN), atol=1e-5, rtol=0)
+
+
+def test_explainable_only_for_one_direction_and_last_pooling():
+    assert build().explainable
+    assert not build(bidirectional=True).explainable
+    assert not build(pool="mean").explainable
