@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -119,6 +120,132 @@ def shapes(
         f"{ws['dense_per_step_parameters']:,} ({ws['ratio']:.1f}x) for {report['spec']['seq']} steps "
         "and would see no context."
     )
+
+
+
+def _opt(name: str, *flags: str, **kw):
+    """A train option whose help and default come from the config dataclasses (defaults written once)."""
+    from rnncli.config import help_text
+
+    return typer.Option(*flags, help=help_text(name), show_default=False, **kw)
+
+
+class RichProgress:
+    """Draws training progress: a bar with loss and tokens/s, a line per epoch."""
+
+    def __init__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[tps]:,.0f} tok/s"),
+                            TimeElapsedColumn(), console=console, transient=True)
+        self.task = None
+
+    def report(self, report) -> None:
+        t = Table(title="Data", title_justify="left")
+        for col in ("split", "rows", *report.labels):
+            t.add_column(col, justify="right" if col != "split" else "left")
+        for name, rows in report.rows.items():
+            t.add_row(name, f"{rows:,}", *(f"{c:,}" for c in report.class_counts[name]))
+        console.print(t)
+        p = report.length_percentiles
+        console.print(f"tokens per training text: p50 {p['p50']}, p90 {p['p90']}, p99 {p['p99']}, "
+                      f"max {p['max']}; {report.truncated_share:.1%} truncated at {report.max_length}")
+        console.print(f"vocabulary {report.vocab_size:,} words; validation out-of-vocabulary rate "
+                      f"{report.val_oov_rate:.2%}")
+        for note in report.notes:
+            console.print(f"note: {note}")
+
+    def epoch_start(self, epoch: int, batches: int) -> None:
+        self.bar.start()
+        self.task = self.bar.add_task("train", total=batches, epoch=epoch, loss=float("nan"), tps=0.0)
+        self.started, self.tokens = __import__("time").perf_counter(), 0
+
+    def batch(self, loss: float, tokens: int) -> None:
+        self.tokens += tokens
+        elapsed = max(__import__("time").perf_counter() - self.started, 1e-9)
+        self.bar.update(self.task, advance=1, loss=loss, tps=self.tokens / elapsed)
+
+    def epoch_end(self, r) -> None:
+        self.bar.remove_task(self.task)
+        self.bar.stop()
+        mark = "  [green]best[/green]" if r.improved else ""
+        console.print(f"epoch {r.epoch:>3}  train loss {r.train_loss:.4f}  val loss {r.loss:.4f}  "
+                      f"val acc {r.accuracy:.2%}  macro-F1 {r.macro_f1:.3f}  {r.seconds:.1f}s  "
+                      f"{r.tokens_per_second:,.0f} tok/s{mark}")
+
+    def close(self) -> None:
+        self.bar.stop()
+
+
+@app.command()
+@clean_errors
+def train(
+    *,
+    config: Annotated[Optional[Path], typer.Option(help="A TOML run config ([data], [model], [train]); "
+                                                       "flags given here override it.")] = None,
+    dataset: Annotated[Optional[str], _opt("dataset")] = None,
+    text_column: Annotated[Optional[str], _opt("text_column")] = None,
+    label_column: Annotated[Optional[str], _opt("label_column")] = None,
+    val_fraction: Annotated[Optional[float], _opt("val_fraction")] = None,
+    max_length: Annotated[Optional[int], _opt("max_length")] = None,
+    min_freq: Annotated[Optional[int], _opt("min_freq")] = None,
+    max_vocab: Annotated[Optional[int], _opt("max_vocab")] = None,
+    cell: Annotated[Optional[str], _opt("cell")] = None,
+    nonlinearity: Annotated[Optional[str], _opt("nonlinearity")] = None,
+    layers: Annotated[Optional[int], _opt("layers")] = None,
+    embed: Annotated[Optional[int], _opt("embed")] = None,
+    hidden: Annotated[Optional[int], _opt("hidden")] = None,
+    bidirectional: Annotated[Optional[bool], _opt("bidirectional", "--bidirectional/--no-bidirectional")] = None,
+    pool: Annotated[Optional[str], _opt("pool")] = None,
+    dropout: Annotated[Optional[float], _opt("dropout")] = None,
+    init: Annotated[Optional[str], _opt("init")] = None,
+    epochs: Annotated[Optional[int], _opt("epochs")] = None,
+    batch_size: Annotated[Optional[int], _opt("batch_size")] = None,
+    lr: Annotated[Optional[float], _opt("lr")] = None,
+    weight_decay: Annotated[Optional[float], _opt("weight_decay")] = None,
+    clip: Annotated[Optional[float], _opt("clip")] = None,
+    seed: Annotated[Optional[int], _opt("seed")] = None,
+    patience: Annotated[Optional[int], _opt("patience")] = None,
+    class_weights: Annotated[Optional[str], _opt("class_weights")] = None,
+    device: Annotated[Optional[str], _opt("device")] = None,
+    out: Annotated[Optional[str], _opt("out")] = None,
+):
+    """Train a classifier and write its model folder (runs/latest points to the newest).
+
+    With no options it trains on the built-in corpus, offline. Examples:
+    rnncli train --layers 2 --hidden 30;
+    rnncli train --dataset ../shared/data/sst2 --epochs 3;
+    rnncli train --config configs/imdb.toml --dataset ../shared/data/imdb
+    """
+    flags = {k: v for k, v in locals().items() if k != "config"}
+    from rnncli.config import resolve
+
+    resolved = resolve(config, flags)
+    from rnncli.train import train as run_training
+
+    progress = RichProgress()
+    try:
+        run = run_training(resolved, progress)
+    finally:
+        progress.close()
+    t = Table(title=f"Training: {run.stopped}", title_justify="left")
+    for col in ("epoch", "train loss", "val loss", "val acc", "macro-F1", "seconds", "tok/s"):
+        t.add_column(col, justify="right")
+    for r in run.history:
+        style = "bold green" if r.epoch == run.best_epoch else None
+        t.add_row(str(r.epoch), f"{r.train_loss:.4f}", f"{r.loss:.4f}", f"{r.accuracy:.2%}", f"{r.macro_f1:.3f}",
+                  f"{r.seconds:.1f}", f"{r.tokens_per_second:,.0f}", style=style)
+    console.print(t)
+    if run.message:
+        console.print(f"[yellow]{run.stopped}:[/yellow] {run.message}")
+    if run.test is not None:
+        console.print(f"test accuracy {run.test.accuracy:.2%} (macro-F1 {run.test.macro_f1:.3f}) "
+                      f"on {run.test.examples:,} texts")
+    console.print(f"best model (epoch {run.best_epoch}, val acc {run.best_accuracy:.2%}) saved to "
+                  f"[bold]{run.out}[/bold]")
+    if run.stopped in ("diverged", "interrupted"):
+        raise typer.Exit(2 if run.stopped == "diverged" else 130)
 
 
 def main() -> None:

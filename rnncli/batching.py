@@ -1,0 +1,48 @@
+"""Batches of texts that all have the same length.
+
+An RNN over a padded batch either wastes steps on padding or needs packing; grouping texts by their
+exact token count needs neither, and the batch is one slice of a ready (texts, length) array.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from rnncli.tokenizer import Encoded
+
+
+class LengthBuckets:
+    """Texts grouped by length: for each length L, their indices and an (n, L) array of ids."""
+
+    def __init__(self, enc: Encoded):
+        order = np.argsort(enc.lengths, kind="stable")
+        sorted_lengths = enc.lengths[order]
+        bounds = np.flatnonzero(np.diff(sorted_lengths)) + 1
+        self.buckets: list[tuple[int, np.ndarray, np.ndarray]] = []
+        for idx in np.split(order, bounds):
+            if len(idx) == 0:
+                continue
+            length = int(enc.lengths[idx[0]])
+            gather = enc.starts[idx][:, None] + np.arange(length)[None, :]  # (n, L)
+            self.buckets.append((length, idx, enc.ids[gather]))
+        self.size = len(enc)
+
+    def batches(self, batch_size: int, rng: np.random.Generator | None = None
+                ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """Yield (text indices, ids (seq, batch)). With `rng`: shuffled within lengths and across batches."""
+        plan = []
+        for b, (_, idx, _) in enumerate(self.buckets):
+            rows = rng.permutation(len(idx)) if rng is not None else np.arange(len(idx))
+            pieces = -(-len(idx) // batch_size)  # near-equal batches, none tiny
+            plan.extend((b, chunk) for chunk in np.array_split(rows, pieces))
+        if rng is not None:
+            plan = [plan[i] for i in rng.permutation(len(plan))]
+        for b, rows in plan:
+            _, idx, matrix = self.buckets[b]
+            yield idx[rows], torch.from_numpy(np.ascontiguousarray(matrix[rows].T))  # (seq, batch)
+
+    def tokens(self) -> int:
+        return sum(length * len(idx) for length, idx, _ in self.buckets)

@@ -1,0 +1,146 @@
+"""The model folder: `model.safetensors`, `config.json`, `tokenizer.json`, `metrics.jsonl`.
+
+Only tensors and JSON, so loading a folder someone sent you never runs code from it. Every write
+goes to a temporary name and is renamed into place, so a killed process never leaves a folder that
+half-loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rnncli.config import Config, from_dict
+from rnncli.errors import RnncliError
+
+FORMAT_VERSION = 1
+WEIGHTS, CONFIG, TOKENIZER, METRICS = "model.safetensors", "config.json", "tokenizer.json", "metrics.jsonl"
+
+
+@dataclass
+class Loaded:
+    model: Any  # RNNClassifier, in eval mode
+    tokenizer: Any  # tokenizers.Tokenizer
+    config: Config
+    meta: dict  # everything in config.json
+    path: Path
+
+    @property
+    def labels(self) -> list[str]:
+        return self.meta["labels"]
+
+
+def _atomic_write(path: Path, write) -> None:
+    """`write(tmp_path)` fills a temporary file beside `path`, which then replaces `path` at once."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
+
+
+def save_weights(folder: Path, model) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    _atomic_write(folder / WEIGHTS, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+
+
+def create_folder(out: Path, model, tokenizer, meta: dict, metrics: list[dict]) -> None:
+    """Write a complete folder under a temporary name, then rename it to `out` in one step."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        tokenizer.save(str(tmp / TOKENIZER))
+        write_json(tmp / CONFIG, meta)
+        (tmp / METRICS).write_text("".join(json.dumps(m) + "\n" for m in metrics))
+        save_weights(tmp, model)
+        os.rename(tmp, out)
+    except BaseException:
+        for p in tmp.glob("*"):
+            p.unlink()
+        tmp.rmdir()
+        raise
+
+
+def append_metrics(folder: Path, record: dict) -> None:
+    with open(folder / METRICS, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def point_latest(out: Path, runs: Path = Path("runs")) -> None:
+    """Make `runs/latest` a link to the newest model folder (replaced in one step)."""
+    runs.mkdir(parents=True, exist_ok=True)
+    target = os.path.relpath(out.resolve(), runs.resolve())
+    tmp = runs / f".latest.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, runs / "latest")
+
+
+def read_meta(folder: str | Path) -> dict:
+    folder = Path(folder)
+    path = folder / CONFIG
+    if not folder.exists():
+        raise RnncliError(f"{folder}: no model here; train one with `rnncli train`")
+    if not path.is_file():
+        raise RnncliError(f"{path}: missing; {folder} is not a model folder (train one with `rnncli train`)")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RnncliError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or "format_version" not in meta:
+        raise RnncliError(f"{path}: not an rnncli model config (no format_version)")
+    if not isinstance(meta["format_version"], int) or meta["format_version"] > FORMAT_VERSION:
+        raise RnncliError(f"{path}: format version {meta['format_version']} is newer than this rnncli "
+                          f"reads ({FORMAT_VERSION}); upgrade rnncli")
+    for key in ("config", "labels", "vocab_size"):
+        if key not in meta:
+            raise RnncliError(f"{path}: `{key}` is missing")
+    return meta
+
+
+def load(folder: str | Path = "runs/latest", device: str = "cpu") -> Loaded:
+    """Rebuild a trained model from its folder. Reads safetensors and JSON only; never unpickles."""
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from rnncli.model import RNNClassifier
+    from rnncli.tokenizer import load_tokenizer
+
+    folder = Path(folder)
+    meta = read_meta(folder)
+    config = from_dict(meta["config"], where=str(folder / CONFIG))
+    weights = folder / WEIGHTS
+    if not weights.is_file():
+        raise RnncliError(f"{weights}: missing")
+    try:
+        state = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise RnncliError(f"{weights}: unreadable or truncated ({str(e).splitlines()[0][:120]})") from None
+    tokenizer = load_tokenizer(folder / TOKENIZER)
+    model = RNNClassifier(config.model, vocab_size=meta["vocab_size"], num_classes=len(meta["labels"]))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:200]
+        raise RnncliError(f"{weights}: does not match {CONFIG} ({detail})") from None
+    if tokenizer.get_vocab_size() != meta["vocab_size"]:
+        raise RnncliError(f"{folder / TOKENIZER}: {tokenizer.get_vocab_size()} words, but {CONFIG} "
+                          f"says {meta['vocab_size']}")
+    model.to(torch.device(device)).eval()
+    return Loaded(model=model, tokenizer=tokenizer, config=config, meta=meta, path=folder)

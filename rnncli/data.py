@@ -1,0 +1,217 @@
+"""Every data source through `datasets.load_dataset`: hub ids, local folders and files, the built-in corpus.
+
+The result is a `Corpus`: plain lists of texts and integer labels per split, the label names, and
+where it came from. Columns are found by name, string labels become ids, unlabeled rows are dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rnncli.config import DataConfig
+from rnncli.errors import RnncliError
+
+ALIASES = {
+    "sst2": "stanfordnlp/sst2",
+    "imdb": "stanfordnlp/imdb",
+    "rotten_tomatoes": "cornell-movie-review-data/rotten_tomatoes",
+    "sst5": "SetFit/sst5",
+}
+TEXT_COLUMNS = ("text", "sentence", "review", "content")
+LABEL_COLUMNS = ("label", "labels", "sentiment")
+FILE_BUILDERS = {".parquet": ("parquet", {}), ".csv": ("csv", {}), ".tsv": ("csv", {"delimiter": "\t"}),
+                 ".json": ("json", {}), ".jsonl": ("json", {})}
+# Integer labels with no names: the usual sentiment conventions, so predictions read as words.
+CONVENTIONAL_NAMES = {
+    2: ["negative", "positive"],
+    3: ["negative", "neutral", "positive"],
+    5: ["very negative", "negative", "neutral", "positive", "very positive"],
+}
+
+
+@dataclass
+class Split:
+    texts: list[str]
+    labels: np.ndarray  # (rows,) int64 ids into Corpus.labels
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def class_counts(self, n: int) -> list[int]:
+        return np.bincount(self.labels, minlength=n).tolist()
+
+
+@dataclass
+class Corpus:
+    name: str  # as the user gave it
+    source: str  # what was loaded: a hub id, a resolved path, or "builtin"
+    fingerprint: str
+    labels: list[str]
+    splits: dict[str, Split]
+    notes: list[str] = field(default_factory=list)
+
+
+def open_dataset(spec: str):
+    """A `datasets.DatasetDict` for a data spec, or a one-line error saying what to use instead."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    if spec == "builtin":
+        from rnncli.corpus import builtin_dataset
+
+        return builtin_dataset(), "builtin"
+    path = Path(spec).expanduser()
+    if path.exists():
+        return _open_local(path), str(path.resolve())
+    looks_local = spec.startswith((".", "/", "~")) or Path(spec).suffix.lower() in FILE_BUILDERS
+    if looks_local:
+        raise RnncliError(f"{spec}: no such file or folder")
+    return _open_hub(ALIASES.get(spec, spec)), ALIASES.get(spec, spec)
+
+
+def _open_local(path: Path):
+    import datasets
+
+    try:
+        if path.is_dir():
+            files = [p for p in path.iterdir() if p.suffix.lower() in FILE_BUILDERS]
+            if not files:
+                raise RnncliError(f"{path}: folder holds no .parquet/.csv/.tsv/.json/.jsonl files")
+            suffixes = {p.suffix.lower() for p in files}
+            if len(suffixes) > 1:
+                raise RnncliError(f"{path}: folder mixes file types ({', '.join(sorted(suffixes))})")
+            builder, kwargs = FILE_BUILDERS[suffixes.pop()]
+            data_files = {p.stem.split("-")[0]: str(p) for p in sorted(files)}
+            return datasets.load_dataset(builder, data_files=data_files, **kwargs)
+        suffix = path.suffix.lower()
+        if suffix not in FILE_BUILDERS:
+            raise RnncliError(f"{path}: unsupported file type (use .parquet, .csv, .tsv, .json or .jsonl)")
+        builder, kwargs = FILE_BUILDERS[suffix]
+        return datasets.load_dataset(builder, data_files={"train": str(path)}, **kwargs)
+    except RnncliError:
+        raise
+    except Exception as e:  # pyarrow, json and csv parsers raise many kinds
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RnncliError(f"{path}: cannot read data ({first[:200]})") from None
+
+
+def _open_hub(hub_id: str):
+    import datasets
+
+    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
+    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
+    try:
+        return datasets.load_dataset(hub_id)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise RnncliError(
+            f"cannot load {hub_id!r} from the Hugging Face hub ({first}); use a local folder or file "
+            "(e.g. --dataset ../shared/data/sst2, --dataset reviews.csv) or --dataset builtin"
+        ) from None
+
+
+def _find_column(columns: list[str], wanted: str, candidates: tuple[str, ...], what: str, where: str) -> str:
+    if wanted:
+        if wanted not in columns:
+            raise RnncliError(f"{where}: no {what} column {wanted!r} (columns: {', '.join(columns)})")
+        return wanted
+    for name in candidates:
+        if name in columns:
+            return name
+    flag = f"--{what}-column"
+    raise RnncliError(f"{where}: no {what} column found among {', '.join(columns)}; name it with {flag}")
+
+
+def fingerprint(dsd) -> str:
+    parts = {name: getattr(split, "_fingerprint", "") for name, split in sorted(dsd.items())}
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+def load_corpus(config: DataConfig, seed: int = 0, known_labels: list[str] | None = None,
+                need_train: bool = True) -> Corpus:
+    """Load and normalise a data set. `known_labels` (a trained model's) fixes the label ids."""
+    dsd, source = open_dataset(config.dataset)
+    where = config.dataset
+    if need_train and "train" not in dsd:
+        raise RnncliError(f"{where}: no train split (found: {', '.join(dsd) or 'none'})")
+    first = next(iter(dsd.values()))
+    columns = list(first.column_names)
+    text_col = _find_column(columns, config.text_column, TEXT_COLUMNS, "text", where)
+    label_col = _find_column(columns, config.label_column, LABEL_COLUMNS, "label", where)
+    feature = first.features.get(label_col)
+    names = list(feature.names) if hasattr(feature, "names") else None
+
+    raw = {name: (split[text_col], split[label_col]) for name, split in dsd.items()}
+    notes: list[str] = []
+    labels, raw = _label_ids(raw, names, known_labels, where, notes)
+
+    splits = {}
+    for name, (texts, ids) in raw.items():
+        texts = ["" if t is None else str(t) for t in texts]
+        splits[name] = Split(texts, ids)
+    if need_train:
+        if len(splits["train"]) == 0:
+            raise RnncliError(f"{where}: the train split is empty")
+        if "validation" not in splits:
+            splits["train"], splits["validation"] = _carve(splits["train"], config.val_fraction, seed)
+            notes.append(f"no validation split: carved {len(splits['validation']):,} rows "
+                         f"({config.val_fraction:.0%}, stratified, seed {seed}) from train")
+    return Corpus(name=config.dataset, source=source, fingerprint=fingerprint(dsd), labels=labels,
+                  splits=splits, notes=notes)
+
+
+def _label_ids(raw, names, known_labels, where, notes):
+    """Map every split's labels to ids 0..n-1; drop rows labelled -1 or None (unlabeled)."""
+    values = [v for _, labels in raw.values() for v in labels if v is not None and v != -1]
+    if not values:
+        raise RnncliError(f"{where}: no labeled rows")
+    strings = isinstance(values[0], str)
+    if strings:
+        seen = sorted({str(v) for v in values})
+        labels = known_labels or seen
+    else:
+        if any(isinstance(v, float) and not float(v).is_integer() for v in values):
+            raise RnncliError(f"{where}: labels must be integers or strings, found {values[0]!r}")
+        top = int(max(values))
+        if min(values) < 0:
+            raise RnncliError(f"{where}: negative label {int(min(values))} (only -1, unlabeled, is allowed)")
+        labels = known_labels or names or CONVENTIONAL_NAMES.get(top + 1, [str(i) for i in range(top + 1)])
+    index = {name: i for i, name in enumerate(labels)}
+    out = {}
+    for split, (texts, values) in raw.items():
+        keep = [i for i, v in enumerate(values) if v is not None and v != -1]
+        if len(keep) < len(values):
+            notes.append(f"{split}: dropped {len(values) - len(keep):,} unlabeled rows")
+        if strings:
+            unknown = sorted({str(values[i]) for i in keep} - index.keys())
+            if unknown:
+                raise RnncliError(f"{where}: {split} has labels the model does not know: {', '.join(unknown)}")
+            ids = np.array([index[str(values[i])] for i in keep], dtype=np.int64)
+        else:
+            ids = np.array([int(values[i]) for i in keep], dtype=np.int64)
+            if len(ids) and ids.max() >= len(labels):
+                bad = sorted(set(ids[ids >= len(labels)].tolist()))
+                raise RnncliError(f"{where}: {split} has labels the model does not know: "
+                                  f"{', '.join(map(str, bad))} (it knows {len(labels)} classes)")
+        out[split] = ([texts[i] for i in keep], ids)
+    return list(labels), out
+
+
+def _carve(train: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """A seeded, stratified validation split taken from train."""
+    rng = np.random.default_rng(seed)
+    val_rows = []
+    for label in np.unique(train.labels):
+        rows = np.flatnonzero(train.labels == label)
+        rng.shuffle(rows)
+        val_rows.append(rows[: int(round(len(rows) * fraction))])
+    val_mask = np.zeros(len(train), dtype=bool)
+    val_mask[np.concatenate(val_rows)] = True
+    pick = lambda mask: Split([t for t, m in zip(train.texts, mask) if m], train.labels[mask])
+    return pick(~val_mask), pick(val_mask)

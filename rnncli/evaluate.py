@@ -1,0 +1,83 @@
+"""Judge a model on labelled texts: accuracy, macro-F1, per-class scores, confusion, speed, baseline."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from rnncli.batching import LengthBuckets
+from rnncli.tokenizer import Encoded
+
+
+@dataclass
+class Metrics:
+    labels: list[str]
+    examples: int
+    accuracy: float
+    macro_f1: float
+    loss: float
+    per_class: list[dict]  # label, precision, recall, f1, support
+    confusion: list[list[int]]  # rows: true label, columns: predicted label
+    majority_label: str  # the split's most frequent label, and the accuracy of always answering it
+    majority_accuracy: float
+    seconds: float
+    examples_per_second: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def scores(gold: np.ndarray, pred: np.ndarray, n_classes: int) -> dict:
+    """Accuracy, confusion and per-class precision/recall/F1; a class never predicted scores 0."""
+    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(confusion, (gold, pred), 1)
+    tp = np.diag(confusion).astype(float)
+    predicted, support = confusion.sum(0), confusion.sum(1)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    present = support > 0  # macro-F1 over the classes this split holds
+    return {
+        "accuracy": float(tp.sum() / max(len(gold), 1)),
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "precision": precision, "recall": recall, "f1": f1, "support": support,
+        "confusion": confusion,
+    }
+
+
+@torch.inference_mode()
+def logits_of(model, enc: Encoded, batch_size: int = 1024, device=None) -> torch.Tensor:
+    """Logits for every text, in input order: (texts, classes), float32 on the CPU."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = torch.empty(len(enc), model.head.out_features)
+    for idx, ids in LengthBuckets(enc).batches(batch_size):
+        out[torch.from_numpy(idx)] = model(ids.to(device)).float().cpu()  # (batch, classes)
+    model.train(was_training)
+    return out
+
+
+def evaluate(model, enc: Encoded, gold: np.ndarray, labels: list[str], batch_size: int = 1024,
+             device=None) -> Metrics:
+    start = time.perf_counter()
+    logits = logits_of(model, enc, batch_size, device)
+    seconds = time.perf_counter() - start
+    gold_t = torch.from_numpy(np.asarray(gold, dtype=np.int64))
+    loss = float(torch.nn.functional.cross_entropy(logits, gold_t)) if len(gold) else 0.0
+    pred = logits.argmax(1).numpy()
+    s = scores(np.asarray(gold), pred, len(labels))
+    counts = np.bincount(gold, minlength=len(labels))
+    return Metrics(
+        labels=list(labels), examples=len(gold), accuracy=s["accuracy"], macro_f1=s["macro_f1"], loss=loss,
+        per_class=[{"label": name, "precision": float(s["precision"][i]), "recall": float(s["recall"][i]),
+                    "f1": float(s["f1"][i]), "support": int(s["support"][i])} for i, name in enumerate(labels)],
+        confusion=s["confusion"].tolist(),
+        majority_label=labels[int(counts.argmax())],
+        majority_accuracy=float(counts.max() / max(len(gold), 1)),
+        seconds=seconds, examples_per_second=len(gold) / max(seconds, 1e-9),
+    )

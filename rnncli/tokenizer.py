@@ -1,0 +1,89 @@
+"""Words to ids with the `tokenizers` library: a WordLevel vocabulary learned from the training split.
+
+NFKC + lowercase, HTML line breaks dropped, words and punctuation split. `<pad>` is 0, `<unk>` is 1.
+Truncation to `max_length` happens in `encode`, so the data report can say how much was cut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rnncli.errors import RnncliError
+
+PAD, UNK = "<pad>", "<unk>"
+PAD_ID, UNK_ID = 0, 1
+
+
+def _blank_tokenizer():
+    from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
+    from tokenizers.models import WordLevel
+
+    tok = Tokenizer(WordLevel(unk_token=UNK))
+    tok.normalizer = normalizers.Sequence([
+        normalizers.Replace(Regex(r"<br\s*/?>"), " "),  # IMDB's HTML line breaks
+        normalizers.NFKC(),
+        normalizers.Lowercase(),
+    ])
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()  # \w+ runs and punctuation runs
+    return tok
+
+
+def train_tokenizer(texts: list[str], min_freq: int = 1, max_vocab: int = 50000):
+    """Learn the vocabulary from training texts only (validation words stay unknown, as at serving)."""
+    from tokenizers.trainers import WordLevelTrainer
+
+    tok = _blank_tokenizer()
+    trainer = WordLevelTrainer(vocab_size=max_vocab, min_frequency=min_freq,
+                               special_tokens=[PAD, UNK], show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    if tok.token_to_id(PAD) != PAD_ID or tok.token_to_id(UNK) != UNK_ID:  # pragma: no cover
+        raise AssertionError("special tokens must be <pad>=0 and <unk>=1")
+    return tok
+
+
+def load_tokenizer(path: str | Path):
+    from tokenizers import Tokenizer
+
+    path = Path(path)
+    if not path.is_file():
+        raise RnncliError(f"{path}: tokenizer file is missing")
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises plain Exception subclasses on bad JSON
+        raise RnncliError(f"{path}: not a valid tokenizer file ({str(e).splitlines()[0][:120]})") from None
+    if tok.token_to_id(PAD) != PAD_ID or tok.token_to_id(UNK) != UNK_ID:
+        raise RnncliError(f"{path}: tokenizer lacks <pad>=0 and <unk>=1")
+    return tok
+
+
+@dataclass
+class Encoded:
+    """Token ids of many texts, flat, with each text's start; lengths are after truncation."""
+
+    ids: np.ndarray  # (total tokens,) int64
+    starts: np.ndarray  # (texts,) int64
+    lengths: np.ndarray  # (texts,) int64, >= 1
+    full_lengths: np.ndarray  # (texts,) int64, before truncation (0 for an empty text)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def text(self, i: int) -> np.ndarray:
+        return self.ids[self.starts[i]: self.starts[i] + self.lengths[i]]
+
+
+def encode(tok, texts: list[str], max_length: int) -> Encoded:
+    """Encode texts, keeping the first `max_length` tokens; an empty text becomes one <unk>."""
+    encodings = tok.encode_batch(texts, add_special_tokens=False)
+    full = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+    lengths = np.clip(full, 1, max_length)
+    starts = np.zeros(len(texts), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    ids = np.full(int(lengths.sum()), UNK_ID, dtype=np.int64)
+    for start, n, e in zip(starts, lengths, encodings):
+        if e.ids:
+            ids[start: start + n] = e.ids[:n]
+    return Encoded(ids=ids, starts=starts, lengths=lengths, full_lengths=full)
