@@ -248,6 +248,152 @@ def train(
         raise typer.Exit(2 if run.stopped == "diverged" else 130)
 
 
+@app.command("eval")
+@clean_errors
+def eval_(
+    *,
+    model: Annotated[str, typer.Option(help="Model folder.")] = "runs/latest",
+    dataset: Annotated[Optional[str], typer.Option(help="Data to score on; default: the model's own.")] = None,
+    split: Annotated[Optional[str], typer.Option(help="Split; default: test where there is one, "
+                                                      "else validation.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Texts per batch.")] = 1024,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+):
+    """Score a trained model: accuracy, macro-F1, per-class scores, confusion matrix, speed."""
+    from rnncli.evaluate import evaluate_folder
+
+    ev = evaluate_folder(model, dataset=dataset, split=split, batch_size=batch_size, device=device)
+    m = ev.metrics
+    if as_json:
+        typer.echo(json.dumps(ev.to_dict()))
+        return
+    console.print(f"[bold]{ev.model}[/bold] on {ev.dataset} ({ev.split}, {m.examples:,} texts)")
+    console.print(f"accuracy [bold]{m.accuracy:.2%}[/bold]  macro-F1 {m.macro_f1:.3f}  loss {m.loss:.4f}  "
+                  f"{m.examples_per_second:,.0f} texts/s")
+    console.print(f"majority-class baseline ({m.majority_label!r} always): {m.majority_accuracy:.2%}")
+    if m.accuracy <= m.majority_accuracy:
+        console.print("[yellow]warning: the model does not beat always answering the majority class[/yellow]")
+    t = Table(title="Per class", title_justify="left")
+    for col in ("label", "precision", "recall", "F1", "support"):
+        t.add_column(col, justify="left" if col == "label" else "right")
+    for c in m.per_class:
+        t.add_row(c["label"], f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", f"{c['support']:,}")
+    console.print(t)
+    t = Table(title="Confusion (rows: true, columns: predicted)", title_justify="left")
+    t.add_column("")
+    for name in m.labels:
+        t.add_column(name, justify="right")
+    for name, row in zip(m.labels, m.confusion):
+        t.add_row(name, *(f"{v:,}" for v in row))
+    console.print(t)
+
+
+def _read_texts(texts: list[str], file: Optional[Path]) -> list[str]:
+    import sys
+
+    if file is not None and texts:
+        raise RnncliError("give texts as arguments or --file, not both")
+    if file is None and texts != ["-"]:
+        if not texts:
+            raise RnncliError("no text given: pass TEXT..., --file F, or - to read standard input")
+        return texts
+    if file is None:
+        data, where = sys.stdin.buffer.read(), "standard input"
+    else:
+        try:
+            data, where = file.read_bytes(), str(file)
+        except OSError as e:
+            raise RnncliError(f"{file}: cannot read ({e.strerror})") from None
+    try:
+        decoded = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise RnncliError(f"{where}: not valid UTF-8 (line {line}, byte {e.start})") from None
+    lines = decoded.splitlines()
+    if not lines:
+        raise RnncliError(f"{where}: no text to predict")
+    return lines
+
+
+@app.command()
+@clean_errors
+def predict(
+    texts: Annotated[Optional[list[str]], typer.Argument(help="Texts to classify; - reads one per line "
+                                                              "from standard input.", show_default=False)] = None,
+    *,
+    file: Annotated[Optional[Path], typer.Option(help="Read one text per line from this file.")] = None,
+    model: Annotated[str, typer.Option(help="Model folder.")] = "runs/latest",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    top_k: Annotated[Optional[int], typer.Option(min=1, help="Show the K likeliest labels.")] = None,
+    threshold: Annotated[Optional[float], typer.Option(help="Two-class models: answer the second label "
+                                                            "(e.g. positive) only above this probability.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Texts per batch.")] = 512,
+    explain: Annotated[bool, typer.Option(help="Show the class probabilities after every word.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "cpu",
+):
+    """Classify texts with a trained model: one record per input line, in input order.
+
+    Examples: rnncli predict "I hate this boring movie";
+    echo "a gorgeous, witty film" | rnncli predict -;
+    rnncli predict --file reviews.txt --json
+    """
+    lines = _read_texts(list(texts or []), file)
+    from rnncli.predict import Classifier
+
+    clf = Classifier.load(model, device=device)
+    if explain:
+        for text in lines:
+            _print_explanation(clf.explain(text), as_json)
+        return
+    preds = clf.predict(lines, batch_size=batch_size, threshold=threshold)
+    k = min(top_k or len(clf.labels), len(clf.labels))
+    if as_json:
+        for p in preds:
+            record = p.to_dict()
+            record["top"] = sorted(p.probabilities.items(), key=lambda kv: -kv[1])[:k] if top_k else None
+            typer.echo(json.dumps(record, ensure_ascii=False))
+        return
+    t = Table()
+    t.add_column("text", overflow="fold", ratio=3)
+    t.add_column("label")
+    t.add_column("probability", justify="right")
+    t.add_column("unknown words", justify="right")
+    for p in preds:
+        shown = p.text if len(p.text) <= 300 else p.text[:297] + "..."
+        if p.empty:
+            t.add_row(shown or "(blank line)", "[dim](empty text)[/dim]", "", "")
+            continue
+        if top_k:
+            ranked = sorted(p.probabilities.items(), key=lambda kv: -kv[1])[:k]
+            label, prob = "\n".join(n for n, _ in ranked), "\n".join(f"{v:.3f}" for _, v in ranked)
+        else:
+            label, prob = p.label, f"{p.score:.3f}"
+        t.add_row(shown, label, prob, f"{p.unknown_share:.0%}")
+    console.print(t)
+
+
+def _print_explanation(ex, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps({"text": ex.text, "tokens": ex.tokens, "labels": ex.labels,
+                               "probabilities": ex.probabilities, "label": ex.prediction.label,
+                               "score": ex.prediction.score}, ensure_ascii=False))
+        return
+    t = Table(title=f"How the answer builds up, word by word: {ex.prediction.label} "
+                    f"({ex.prediction.score:.3f})", title_justify="left")
+    t.add_column("step", justify="right")
+    t.add_column("word")
+    t.add_column("likeliest")
+    for name in ex.labels:
+        t.add_column(name, justify="right")
+    t.add_column("")
+    for i, (token, row) in enumerate(zip(ex.tokens, ex.probabilities), start=1):
+        k = max(range(len(row)), key=row.__getitem__)
+        bar = "#" * round(row[k] * 20)
+        t.add_row(str(i), token, ex.labels[k], *(f"{v:.3f}" for v in row), bar)
+    console.print(t)
+
+
 def main() -> None:
     app()
 

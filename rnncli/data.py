@@ -147,7 +147,10 @@ def load_corpus(config: DataConfig, seed: int = 0, known_labels: list[str] | Non
     feature = first.features.get(label_col)
     names = list(feature.names) if hasattr(feature, "names") else None
 
-    raw = {name: (split[text_col], split[label_col]) for name, split in dsd.items()}
+    raw = {}
+    for name, split in dsd.items():
+        rows = split.select_columns([text_col, label_col])[:]  # plain lists, read from Arrow at once
+        raw[name] = (rows[text_col], rows[label_col])
     notes: list[str] = []
     labels, raw = _label_ids(raw, names, known_labels, where, notes)
 
@@ -155,13 +158,13 @@ def load_corpus(config: DataConfig, seed: int = 0, known_labels: list[str] | Non
     for name, (texts, ids) in raw.items():
         texts = ["" if t is None else str(t) for t in texts]
         splits[name] = Split(texts, ids)
-    if need_train:
-        if len(splits["train"]) == 0:
-            raise RnncliError(f"{where}: the train split is empty")
-        if "validation" not in splits:
-            splits["train"], splits["validation"] = _carve(splits["train"], config.val_fraction, seed)
-            notes.append(f"no validation split: carved {len(splits['validation']):,} rows "
-                         f"({config.val_fraction:.0%}, stratified, seed {seed}) from train")
+    if need_train and len(splits["train"]) == 0:
+        raise RnncliError(f"{where}: the train split is empty")
+    if "validation" not in splits and len(splits.get("train", ())):
+        # carved the same way (seed, fraction) at training and at evaluation, so eval sees the same rows
+        splits["train"], splits["validation"] = _carve(splits["train"], config.val_fraction, seed)
+        notes.append(f"no validation split: carved {len(splits['validation']):,} rows "
+                     f"({config.val_fraction:.0%}, stratified, seed {seed}) from train")
     return Corpus(name=config.dataset, source=source, fingerprint=fingerprint(dsd), labels=labels,
                   splits=splits, notes=notes)
 

@@ -81,3 +81,41 @@ def evaluate(model, enc: Encoded, gold: np.ndarray, labels: list[str], batch_siz
         majority_accuracy=float(counts.max() / max(len(gold), 1)),
         seconds=seconds, examples_per_second=len(gold) / max(seconds, 1e-9),
     )
+
+
+@dataclass
+class Evaluation:
+    model: str
+    dataset: str
+    split: str
+    metrics: Metrics
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "dataset": self.dataset, "split": self.split, **self.metrics.to_dict()}
+
+
+def evaluate_folder(model_dir: str = "runs/latest", dataset: str | None = None, split: str | None = None,
+                    batch_size: int = 1024, device: str = "cpu") -> Evaluation:
+    """Load a model folder and score it on a split of its own data set, or of another one."""
+    import dataclasses
+
+    from rnncli.checkpoint import load
+    from rnncli.data import load_corpus
+    from rnncli.device import resolve_device
+    from rnncli.errors import RnncliError
+    from rnncli.tokenizer import encode
+
+    loaded = load(model_dir, device=str(resolve_device(device)))
+    cfg = loaded.config
+    dataset = dataset or loaded.meta.get("dataset", {}).get("source") or cfg.data.dataset
+    data_cfg = dataclasses.replace(cfg.data, dataset=dataset)
+    corpus = load_corpus(data_cfg, seed=cfg.train.seed, known_labels=loaded.labels, need_train=False)
+    split = split or ("test" if "test" in corpus.splits else "validation")
+    if split not in corpus.splits:
+        raise RnncliError(f"{dataset}: no split {split!r} (found: {', '.join(corpus.splits)})")
+    data = corpus.splits[split]
+    if len(data) == 0:
+        raise RnncliError(f"{dataset}: the {split} split has no labeled rows")
+    enc = encode(loaded.tokenizer, data.texts, cfg.data.max_length)
+    metrics = evaluate(loaded.model, enc, data.labels, loaded.labels, batch_size=batch_size)
+    return Evaluation(model=str(model_dir), dataset=dataset, split=split, metrics=metrics)

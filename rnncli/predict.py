@@ -1,0 +1,114 @@
+"""Use a trained model: labels and probabilities for texts, and the sentiment trajectory of one text.
+
+`Classifier.load("runs/latest").predict(["great film", "dull"])`. Imports neither `datasets` nor
+pandas/pyarrow, so a prediction starts about as fast as torch itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rnncli.checkpoint import Loaded, load
+from rnncli.errors import RnncliError
+from rnncli.tokenizer import UNK_ID, Encoded
+
+
+@dataclass
+class Prediction:
+    text: str
+    label: str | None  # None for an empty text
+    score: float | None  # probability of `label`
+    probabilities: dict[str, float] = field(default_factory=dict)
+    unknown_share: float = 0.0  # share of the text's tokens the vocabulary does not know
+    tokens: int = 0
+    truncated: bool = False
+    empty: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Explanation:
+    text: str
+    tokens: list[str]
+    labels: list[str]
+    probabilities: list[list[float]]  # one row per token: class probabilities after that prefix
+    prediction: Prediction
+
+
+class Classifier:
+    def __init__(self, loaded: Loaded):
+        self.loaded = loaded
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.labels = list(loaded.labels)
+        self.max_length = loaded.config.data.max_length
+        self.device = next(self.model.parameters()).device
+
+    @classmethod
+    def load(cls, path: str | Path = "runs/latest", device: str = "cpu") -> Classifier:
+        from rnncli.device import resolve_device
+
+        return cls(load(path, device=str(resolve_device(device))))
+
+    def _encode(self, texts: list[str]) -> tuple[Encoded, np.ndarray]:
+        from rnncli.tokenizer import encode
+
+        enc = encode(self.tokenizer, texts, self.max_length)
+        return enc, enc.full_lengths == 0
+
+    def predict(self, texts: list[str], batch_size: int = 512, threshold: float | None = None
+                ) -> list[Prediction]:
+        """One Prediction per text, in input order; blank texts give a record marked empty."""
+        if threshold is not None:
+            if len(self.labels) != 2:
+                raise RnncliError(f"--threshold needs a two-class model; this one has {len(self.labels)} classes")
+            if not 0.0 < threshold < 1.0:
+                raise RnncliError(f"--threshold must be between 0 and 1, not {threshold}")
+        texts = list(texts)
+        if not texts:
+            return []
+        from rnncli.evaluate import logits_of
+
+        enc, empty = self._encode(texts)
+        probs = torch.softmax(logits_of(self.model, enc, batch_size, self.device), dim=1).numpy()
+        out = []
+        for i, text in enumerate(texts):
+            if empty[i]:
+                out.append(Prediction(text=text, label=None, score=None, empty=True))
+                continue
+            p = probs[i]
+            if threshold is not None:
+                k = 1 if p[1] > threshold else 0
+            else:
+                k = int(p.argmax())
+            ids = enc.text(i)
+            out.append(Prediction(
+                text=text, label=self.labels[k], score=float(p[k]),
+                probabilities={name: float(v) for name, v in zip(self.labels, p)},
+                unknown_share=float((ids == UNK_ID).mean()), tokens=int(enc.lengths[i]),
+                truncated=bool(enc.full_lengths[i] > self.max_length),
+            ))
+        return out
+
+    @torch.inference_mode()
+    def explain(self, text: str) -> Explanation:
+        """Class probabilities after each prefix, read from the RNN's `out` at every step."""
+        if not self.model.explainable:
+            why = "bidirectional" if self.model.directions == 2 else f"pooled by {self.model.config.pool}"
+            raise RnncliError(f"--explain reads the state after each word, which is the model's answer only "
+                              f"for a one-direction model pooled at the last step; this model is {why}")
+        prediction = self.predict([text])[0]
+        if prediction.empty:
+            raise RnncliError("nothing to explain: the text is empty")
+        encoding = self.tokenizer.encode(text, add_special_tokens=False)
+        tokens = encoding.tokens[: self.max_length]
+        ids = torch.tensor(encoding.ids[: self.max_length], device=self.device)[:, None]  # (seq, 1)
+        steps = torch.softmax(self.model.step_logits(ids)[:, 0].float(), dim=-1)  # (seq, classes)
+        return Explanation(text=text, tokens=tokens, labels=self.labels,
+                           probabilities=steps.cpu().tolist(), prediction=prediction)
