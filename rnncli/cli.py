@@ -224,6 +224,12 @@ def train(
     resolved = resolve(config, flags)
     from rnncli.train import train as run_training
 
+    import signal
+
+    def _terminate(signum, frame):  # SIGTERM stops like Ctrl-C: the best model so far stays in place
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
     progress = RichProgress()
     try:
         run = run_training(resolved, progress)

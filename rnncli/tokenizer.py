@@ -32,16 +32,32 @@ def _blank_tokenizer():
 
 
 def train_tokenizer(texts: list[str], min_freq: int = 1, max_vocab: int = 50000):
-    """Learn the vocabulary from training texts only (validation words stay unknown, as at serving)."""
+    """Learn the vocabulary from training texts only (validation words stay unknown, as at serving).
+
+    Ids are ordered by frequency, ties by the word itself, so the same texts always give the same
+    ids (the `tokenizers` trainer breaks ties in hash order, which would change the model's init).
+    """
+    from tokenizers.models import WordLevel
     from tokenizers.trainers import WordLevelTrainer
 
+    counter = _blank_tokenizer()
+    counter.train_from_iterator(texts, trainer=WordLevelTrainer(
+        vocab_size=2**31 - 1, min_frequency=1, special_tokens=[PAD, UNK], show_progress=False))
+    ids = [e.ids for e in _encode_batch(counter, texts)]
+    counts = np.bincount(np.fromiter((i for row in ids for i in row), dtype=np.int64),
+                         minlength=counter.get_vocab_size())
+    words = sorted(((int(counts[i]), w) for w, i in counter.get_vocab().items() if i > UNK_ID),
+                   key=lambda cw: (-cw[0], cw[1]))
+    kept = [w for c, w in words if c >= min_freq][: max(max_vocab - 2, 0)]
     tok = _blank_tokenizer()
-    trainer = WordLevelTrainer(vocab_size=max_vocab, min_frequency=min_freq,
-                               special_tokens=[PAD, UNK], show_progress=False)
-    tok.train_from_iterator(texts, trainer=trainer)
-    if tok.token_to_id(PAD) != PAD_ID or tok.token_to_id(UNK) != UNK_ID:  # pragma: no cover
-        raise AssertionError("special tokens must be <pad>=0 and <unk>=1")
+    tok.model = WordLevel(vocab={PAD: PAD_ID, UNK: UNK_ID, **{w: i + 2 for i, w in enumerate(kept)}},
+                          unk_token=UNK)
     return tok
+
+
+def _encode_batch(tok, texts: list[str]):
+    fast = getattr(tok, "encode_batch_fast", None)  # skips character offsets we never use
+    return (fast or tok.encode_batch)(texts, add_special_tokens=False)
 
 
 def load_tokenizer(path: str | Path):
@@ -77,7 +93,7 @@ class Encoded:
 
 def encode(tok, texts: list[str], max_length: int) -> Encoded:
     """Encode texts, keeping the first `max_length` tokens; an empty text becomes one <unk>."""
-    encodings = tok.encode_batch(texts, add_special_tokens=False)
+    encodings = _encode_batch(tok, texts)
     full = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
     lengths = np.clip(full, 1, max_length)
     starts = np.zeros(len(texts), dtype=np.int64)
