@@ -33,7 +33,7 @@ def run_measured(cmd: list[str]) -> tuple[str, float]:
     wrapper = ("import resource, subprocess, sys; p = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
                "sys.stderr.write(p.stderr); print(p.stdout); "
                "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(p.returncode)")
-    p = subprocess.run([PY, "-c", wrapper, *cmd], capture_output=True, text=True)
+    p = subprocess.run([PY, "-c", wrapper, *cmd], capture_output=True, text=True, check=False)
     if p.returncode != 0:
         sys.exit(f"failed: {' '.join(cmd)}\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
     rss = int(re.search(r"PEAK_RSS_KB (\d+)", p.stdout).group(1)) / 1024

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -41,6 +41,12 @@ def clean_errors(command):
     return wrapper
 
 
+def jsonl(obj) -> str:
+    """One JSON record on one line, whatever splits lines for the reader (U+2028, U+0085 escaped)."""
+    text = json.dumps(obj, ensure_ascii=False)
+    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").replace("\x85", "\\u0085")
+
+
 def _version(value: bool) -> None:
     if value:
         from rnncli import __version__
@@ -53,7 +59,7 @@ def _version(value: bool) -> None:
 def root(
     *,
     version: Annotated[
-        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+        bool | None, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = None,
 ):
     """A recurrent-network sentiment classifier: train it, evaluate it, use it, and look inside it."""
@@ -175,41 +181,42 @@ class RichProgress:
                       f"{r.tokens_per_second:,.0f} tok/s{mark}")
 
     def close(self) -> None:
-        self.bar.stop()
+        if self.task is not None:
+            self.bar.stop()
 
 
 @app.command()
 @clean_errors
 def train(
     *,
-    config: Annotated[Optional[Path], typer.Option(help="A TOML run config ([data], [model], [train]); "
+    config: Annotated[Path | None, typer.Option(help="A TOML run config ([data], [model], [train]); "
                                                        "flags given here override it.")] = None,
-    dataset: Annotated[Optional[str], _opt("dataset")] = None,
-    text_column: Annotated[Optional[str], _opt("text_column")] = None,
-    label_column: Annotated[Optional[str], _opt("label_column")] = None,
-    val_fraction: Annotated[Optional[float], _opt("val_fraction")] = None,
-    max_length: Annotated[Optional[int], _opt("max_length")] = None,
-    min_freq: Annotated[Optional[int], _opt("min_freq")] = None,
-    max_vocab: Annotated[Optional[int], _opt("max_vocab")] = None,
-    cell: Annotated[Optional[str], _opt("cell")] = None,
-    nonlinearity: Annotated[Optional[str], _opt("nonlinearity")] = None,
-    layers: Annotated[Optional[int], _opt("layers")] = None,
-    embed: Annotated[Optional[int], _opt("embed")] = None,
-    hidden: Annotated[Optional[int], _opt("hidden")] = None,
-    bidirectional: Annotated[Optional[bool], _opt("bidirectional", "--bidirectional/--no-bidirectional")] = None,
-    pool: Annotated[Optional[str], _opt("pool")] = None,
-    dropout: Annotated[Optional[float], _opt("dropout")] = None,
-    init: Annotated[Optional[str], _opt("init")] = None,
-    epochs: Annotated[Optional[int], _opt("epochs")] = None,
-    batch_size: Annotated[Optional[int], _opt("batch_size")] = None,
-    lr: Annotated[Optional[float], _opt("lr")] = None,
-    weight_decay: Annotated[Optional[float], _opt("weight_decay")] = None,
-    clip: Annotated[Optional[float], _opt("clip")] = None,
-    seed: Annotated[Optional[int], _opt("seed")] = None,
-    patience: Annotated[Optional[int], _opt("patience")] = None,
-    class_weights: Annotated[Optional[str], _opt("class_weights")] = None,
-    device: Annotated[Optional[str], _opt("device")] = None,
-    out: Annotated[Optional[str], _opt("out")] = None,
+    dataset: Annotated[str | None, _opt("dataset")] = None,
+    text_column: Annotated[str | None, _opt("text_column")] = None,
+    label_column: Annotated[str | None, _opt("label_column")] = None,
+    val_fraction: Annotated[float | None, _opt("val_fraction")] = None,
+    max_length: Annotated[int | None, _opt("max_length")] = None,
+    min_freq: Annotated[int | None, _opt("min_freq")] = None,
+    max_vocab: Annotated[int | None, _opt("max_vocab")] = None,
+    cell: Annotated[str | None, _opt("cell")] = None,
+    nonlinearity: Annotated[str | None, _opt("nonlinearity")] = None,
+    layers: Annotated[int | None, _opt("layers")] = None,
+    embed: Annotated[int | None, _opt("embed")] = None,
+    hidden: Annotated[int | None, _opt("hidden")] = None,
+    bidirectional: Annotated[bool | None, _opt("bidirectional", "--bidirectional/--no-bidirectional")] = None,
+    pool: Annotated[str | None, _opt("pool")] = None,
+    dropout: Annotated[float | None, _opt("dropout")] = None,
+    init: Annotated[str | None, _opt("init")] = None,
+    epochs: Annotated[int | None, _opt("epochs")] = None,
+    batch_size: Annotated[int | None, _opt("batch_size")] = None,
+    lr: Annotated[float | None, _opt("lr")] = None,
+    weight_decay: Annotated[float | None, _opt("weight_decay")] = None,
+    clip: Annotated[float | None, _opt("clip")] = None,
+    seed: Annotated[int | None, _opt("seed")] = None,
+    patience: Annotated[int | None, _opt("patience")] = None,
+    class_weights: Annotated[str | None, _opt("class_weights")] = None,
+    device: Annotated[str | None, _opt("device")] = None,
+    out: Annotated[str | None, _opt("out")] = None,
 ):
     """Train a classifier and write its model folder (runs/latest points to the newest).
 
@@ -222,9 +229,9 @@ def train(
     from rnncli.config import resolve
 
     resolved = resolve(config, flags)
-    from rnncli.train import train as run_training
-
     import signal
+
+    from rnncli.train import train as run_training
 
     def _terminate(signum, frame):  # SIGTERM stops like Ctrl-C: the best model so far stays in place
         raise KeyboardInterrupt
@@ -259,8 +266,8 @@ def train(
 def eval_(
     *,
     model: Annotated[str, typer.Option(help="Model folder.")] = "runs/latest",
-    dataset: Annotated[Optional[str], typer.Option(help="Data to score on; default: the model's own.")] = None,
-    split: Annotated[Optional[str], typer.Option(help="Split; default: test where there is one, "
+    dataset: Annotated[str | None, typer.Option(help="Data to score on; default: the model's own.")] = None,
+    split: Annotated[str | None, typer.Option(help="Split; default: test where there is one, "
                                                       "else validation.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per batch.")] = 1024,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "cpu",
@@ -295,7 +302,7 @@ def eval_(
     console.print(t)
 
 
-def _read_texts(texts: list[str], file: Optional[Path]) -> list[str]:
+def _read_texts(texts: list[str], file: Path | None) -> list[str]:
     import sys
 
     if file is not None and texts:
@@ -316,7 +323,10 @@ def _read_texts(texts: list[str], file: Optional[Path]) -> list[str]:
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise RnncliError(f"{where}: not valid UTF-8 (line {line}, byte {e.start})") from None
-    lines = decoded.splitlines()
+    lines = decoded.split("\n")  # newlines only: a U+2028 or form feed inside a text stays in it
+    if decoded.endswith("\n"):
+        lines.pop()
+    lines = [line.removesuffix("\r") for line in lines]
     if not lines:
         raise RnncliError(f"{where}: no text to predict")
     return lines
@@ -325,14 +335,14 @@ def _read_texts(texts: list[str], file: Optional[Path]) -> list[str]:
 @app.command()
 @clean_errors
 def predict(
-    texts: Annotated[Optional[list[str]], typer.Argument(help="Texts to classify; - reads one per line "
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to classify; - reads one per line "
                                                               "from standard input.", show_default=False)] = None,
     *,
-    file: Annotated[Optional[Path], typer.Option(help="Read one text per line from this file.")] = None,
+    file: Annotated[Path | None, typer.Option(help="Read one text per line from this file.")] = None,
     model: Annotated[str, typer.Option(help="Model folder.")] = "runs/latest",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
-    top_k: Annotated[Optional[int], typer.Option(min=1, help="Show the K likeliest labels.")] = None,
-    threshold: Annotated[Optional[float], typer.Option(help="Two-class models: answer the second label "
+    top_k: Annotated[int | None, typer.Option(min=1, help="Show the K likeliest labels.")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Two-class models: answer the second label "
                                                             "(e.g. positive) only above this probability.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per batch.")] = 512,
     explain: Annotated[bool, typer.Option(help="Show the class probabilities after every word.")] = False,
@@ -358,7 +368,7 @@ def predict(
         for p in preds:
             record = p.to_dict()
             record["top"] = sorted(p.probabilities.items(), key=lambda kv: -kv[1])[:k] if top_k else None
-            typer.echo(json.dumps(record, ensure_ascii=False))
+            typer.echo(jsonl(record))
         return
     t = Table()
     t.add_column("text", overflow="fold", ratio=3)
@@ -381,9 +391,9 @@ def predict(
 
 def _print_explanation(ex, as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps({"text": ex.text, "tokens": ex.tokens, "labels": ex.labels,
-                               "probabilities": ex.probabilities, "label": ex.prediction.label,
-                               "score": ex.prediction.score}, ensure_ascii=False))
+        typer.echo(jsonl({"text": ex.text, "tokens": ex.tokens, "labels": ex.labels,
+                          "probabilities": ex.probabilities, "label": ex.prediction.label,
+                          "score": ex.prediction.score}))
         return
     t = Table(title=f"How the answer builds up, word by word: {ex.prediction.label} "
                     f"({ex.prediction.score:.3f})", title_justify="left")

@@ -25,7 +25,7 @@ ALIASES = {
 }
 TEXT_COLUMNS = ("text", "sentence", "review", "content")
 LABEL_COLUMNS = ("label", "labels", "sentiment")
-FILE_BUILDERS = {".parquet": ("parquet", {}), ".csv": ("csv", {}), ".tsv": ("csv", {"delimiter": "\t"}),
+FILE_BUILDERS = {".parquet": ("parquet", {}), ".csv": ("csv", {}), ".tsv": ("csv", {"delimiter": "\t", "quoting": 3}),
                  ".json": ("json", {}), ".jsonl": ("json", {})}
 # Integer labels with no names: the usual sentiment conventions, so predictions read as words.
 CONVENTIONAL_NAMES = {
@@ -59,6 +59,9 @@ class Corpus:
 
 def open_dataset(spec: str):
     """A `datasets.DatasetDict` for a data spec, or a one-line error saying what to use instead."""
+    # read by huggingface_hub when first imported: an unreachable hub fails in seconds, not minutes
+    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
+    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
     import datasets
 
     datasets.disable_progress_bars()
@@ -87,7 +90,9 @@ def _open_local(path: Path):
             if len(suffixes) > 1:
                 raise RnncliError(f"{path}: folder mixes file types ({', '.join(sorted(suffixes))})")
             builder, kwargs = FILE_BUILDERS[suffixes.pop()]
-            data_files = {p.stem.split("-")[0]: str(p) for p in sorted(files)}
+            data_files: dict[str, list[str]] = {}  # train-00000-of-00002.parquet and its shards: one split
+            for p in sorted(files):
+                data_files.setdefault(p.stem.split("-")[0], []).append(str(p))
             return datasets.load_dataset(builder, data_files=data_files, **kwargs)
         suffix = path.suffix.lower()
         if suffix not in FILE_BUILDERS:
@@ -96,7 +101,7 @@ def _open_local(path: Path):
         return datasets.load_dataset(builder, data_files={"train": str(path)}, **kwargs)
     except RnncliError:
         raise
-    except Exception as e:  # pyarrow, json and csv parsers raise many kinds
+    except Exception as e:  # noqa: BLE001 - pyarrow, json and csv parsers raise many kinds
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise RnncliError(f"{path}: cannot read data ({first[:200]})") from None
 
@@ -104,11 +109,9 @@ def _open_local(path: Path):
 def _open_hub(hub_id: str):
     import datasets
 
-    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
-    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
     try:
         return datasets.load_dataset(hub_id)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - the hub client raises many kinds when offline
         first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise RnncliError(
             f"cannot load {hub_id!r} from the Hugging Face hub ({first}); use a local folder or file "

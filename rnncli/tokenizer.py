@@ -23,7 +23,7 @@ def _blank_tokenizer():
 
     tok = Tokenizer(WordLevel(unk_token=UNK))
     tok.normalizer = normalizers.Sequence([
-        normalizers.Replace(Regex(r"<br\s*/?>"), " "),  # IMDB's HTML line breaks
+        normalizers.Replace(Regex(r"(?i)<br\s*/?>"), " "),  # IMDB's HTML line breaks
         normalizers.NFKC(),
         normalizers.Lowercase(),
     ])
@@ -68,7 +68,7 @@ def load_tokenizer(path: str | Path):
         raise RnncliError(f"{path}: tokenizer file is missing")
     try:
         tok = Tokenizer.from_file(str(path))
-    except Exception as e:  # tokenizers raises plain Exception subclasses on bad JSON
+    except Exception as e:  # noqa: BLE001 - tokenizers raises plain Exception on bad JSON
         raise RnncliError(f"{path}: not a valid tokenizer file ({str(e).splitlines()[0][:120]})") from None
     if tok.token_to_id(PAD) != PAD_ID or tok.token_to_id(UNK) != UNK_ID:
         raise RnncliError(f"{path}: tokenizer lacks <pad>=0 and <unk>=1")

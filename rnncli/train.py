@@ -125,7 +125,7 @@ def seed_everything(seed: int) -> None:
 
 def make_optimizer(model, config: Config):
     params = model.parameters()
-    kw = dict(lr=config.train.lr, weight_decay=config.train.weight_decay)
+    kw = {"lr": config.train.lr, "weight_decay": config.train.weight_decay}
     try:
         return torch.optim.AdamW(params, fused=True, **kw)
     except (RuntimeError, TypeError):  # pragma: no cover - older torch or an unsupported device
@@ -194,6 +194,8 @@ def train(config: Config, progress: Progress | None = None) -> Run:
     }
     best_state = None
     stale = 0
+    # a batch loss this far above chance (ln classes) means exploded logits, not slow learning
+    diverged_loss = 50 * math.log(len(corpus.labels))
     try:
         for epoch in range(1, tc.epochs + 1):
             model.train()
@@ -211,9 +213,9 @@ def train(config: Config, progress: Progress | None = None) -> Run:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip, foreach=True)
                 optimizer.step()
                 value = loss.item()
-                if not math.isfinite(value):
+                if not math.isfinite(value) or value > diverged_loss:
                     run.stopped = "diverged"
-                    run.message = (f"the loss became {value} in epoch {epoch}; training stopped "
+                    run.message = (f"the loss exploded to {value:.4g} in epoch {epoch}; training stopped "
                                    f"(try a lower --lr than {tc.lr:g} or a smaller --clip)")
                     break
                 loss_sum += value * len(idx)

@@ -1,0 +1,161 @@
+"""Classifier.predict: one record per text, in order, whatever the text; explain reads the RNN step by step."""
+
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rnncli.errors import RnncliError
+from rnncli.predict import Classifier
+
+
+@pytest.fixture(scope="module")
+def clf(tiny_model):
+    return Classifier.load(tiny_model)
+
+
+def known_words(clf, n):
+    words = sorted(w for w in clf.tokenizer.get_vocab() if w.isalpha())
+    assert len(words) >= n
+    return words[:n]
+
+
+def assert_distribution(p, labels):
+    assert list(p.probabilities) == labels
+    assert math.isclose(sum(p.probabilities.values()), 1.0, abs_tol=1e-5)
+    assert all(0.0 <= v <= 1.0 for v in p.probabilities.values())
+    assert p.label in labels and p.score == p.probabilities[p.label]
+
+
+def test_one_record_per_text_in_input_order(clf):
+    texts = ["i loved the film", "dull", "", "the plot is awful , but the cast is great", "   ", "dull"]
+    preds = clf.predict(texts, batch_size=2)
+    assert [p.text for p in preds] == texts
+    assert [p.empty for p in preds] == [False, False, True, False, True, False]
+    for p in preds:
+        if p.empty:  # a blank line is answered with an empty record, never skipped
+            assert p.label is None and p.score is None and p.probabilities == {} and p.tokens == 0
+        else:
+            assert_distribution(p, ["neg", "pos"])
+    assert preds[1].probabilities == preds[5].probabilities
+    assert clf.predict([]) == []
+
+
+def test_unknown_share(clf):
+    a, b = known_words(clf, 2)
+    p = clf.predict([f"{a} qqzx {b} vvwy"])[0]
+    assert p.unknown_share == 0.5 and p.tokens == 4
+    assert clf.predict([f"{a} {b}"])[0].unknown_share == 0.0
+    assert clf.predict(["qqzx"])[0].unknown_share == 1.0
+
+
+def test_threshold_decides_the_second_label(clf):
+    p = clf.predict(["i loved the film"])[0]
+    positive = p.probabilities["pos"]
+    below = clf.predict(["i loved the film"], threshold=positive * 0.99)[0]
+    above = clf.predict(["i loved the film"], threshold=min(positive * 1.01 + 1e-6, 0.999999))[0]
+    assert below.label == "pos" and below.score == positive
+    assert above.label == "neg" and above.score == p.probabilities["neg"]
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(RnncliError, match="threshold"):
+            clf.predict(["x"], threshold=bad)
+
+
+def test_a_megabyte_of_text_is_truncated_and_answered(clf):
+    a, b = known_words(clf, 2)
+    text = f"{a} {b} " * (1_000_000 // (len(a) + len(b) + 2))
+    assert len(text) >= 999_000
+    p = clf.predict([text])[0]
+    assert p.truncated and p.tokens == clf.max_length
+    assert_distribution(p, ["neg", "pos"])
+
+
+@pytest.mark.parametrize("text", ["!!! ?", "...", "😀🎬🍿", "¿¡", "—"])
+def test_punctuation_and_emoji_are_answered(clf, text):
+    p = clf.predict([text])[0]
+    assert not p.empty and p.tokens >= 1
+    assert_distribution(p, ["neg", "pos"])
+
+
+def test_explain_follows_the_tokens_and_ends_at_the_prediction(clf):
+    text = "the plot is awful , but the cast is great !"
+    ex = clf.explain(text)
+    n = len(clf.tokenizer.encode(text, add_special_tokens=False).ids)
+    assert len(ex.tokens) == len(ex.probabilities) == ex.prediction.tokens == n == 11
+    assert ex.tokens[:3] == ["the", "plot", "is"]
+    assert ex.labels == ["neg", "pos"]
+    for row in ex.probabilities:
+        assert math.isclose(sum(row), 1.0, abs_tol=1e-5)
+    predicted = clf.predict([text])[0].probabilities
+    torch.testing.assert_close(torch.tensor(ex.probabilities[-1]), torch.tensor(list(predicted.values())),
+                               atol=1e-5, rtol=0)
+
+
+def test_explain_is_cut_at_max_length(clf):
+    ex = clf.explain("great " * (clf.max_length + 50))
+    assert len(ex.tokens) == len(ex.probabilities) == clf.max_length
+
+
+def test_explain_an_empty_text_is_an_error(clf):
+    with pytest.raises(RnncliError, match="empty"):
+        clf.explain("   ")
+
+
+@pytest.mark.parametrize("options, why", [({"bidirectional": True}, "bidirectional"),
+                                          ({"pool": "mean"}, "mean"), ({"pool": "max"}, "max")])
+def test_explain_refuses_models_it_cannot_read(model_folder, options, why):
+    folder, _ = model_folder(**options)
+    clf = Classifier.load(folder)
+    assert clf.predict(["w1 w2"])[0].label is not None  # predict still works
+    with pytest.raises(RnncliError, match=f"last step.*{why}"):
+        clf.explain("w1 w2 w3")
+
+
+WORDS = ["i", "loved", "the", "film", "plot", "is", "dull", "great", ",", "but", "not", "zzyzx", "é", "😀"]
+sentence = st.lists(st.sampled_from(WORDS), min_size=0, max_size=9).map(" ".join)
+
+
+@settings(max_examples=40, deadline=None)
+@given(texts=st.lists(sentence | st.text(max_size=30), min_size=1, max_size=8), batch_size=st.integers(1, 5))
+def test_a_prediction_does_not_depend_on_its_batch(clf, texts, batch_size):
+    together = clf.predict(texts, batch_size=batch_size)
+    for text, p in zip(texts, together):
+        alone = clf.predict([text])[0]
+        assert p.empty == alone.empty
+        if not p.empty:
+            torch.testing.assert_close(torch.tensor(list(p.probabilities.values())),
+                                       torch.tensor(list(alone.probabilities.values())), atol=1e-5, rtol=0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=st.text())
+def test_any_string_gets_a_distribution(clf, text):
+    p = clf.predict([text])[0]
+    assert p.text == text
+    if p.empty:
+        assert p.probabilities == {}
+    else:
+        assert_distribution(p, ["neg", "pos"])
+
+
+def test_prediction_never_imports_the_data_stack(tiny_model):
+    code = (
+        "import sys\n"
+        "heavy = lambda: sorted(m for m in ('datasets', 'pandas', 'pyarrow') if m in sys.modules)\n"
+        "import rnncli.predict, rnncli.checkpoint\n"
+        "assert heavy() == [], ('import', heavy())\n"
+        "from rnncli.predict import Classifier\n"
+        "clf = Classifier.load(sys.argv[1])\n"
+        "assert clf.predict(['i loved it', ''])[0].label in ('neg', 'pos')\n"
+        "clf.explain('i loved it')\n"
+        "assert heavy() == [], ('predict', heavy())\n"
+    )
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", code, str(tiny_model)], capture_output=True, text=True, env=env,
+                          check=False)
+    assert done.returncode == 0, done.stderr

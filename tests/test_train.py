@@ -1,0 +1,158 @@
+"""train(config) -> Run: it learns, it repeats itself, and it leaves a complete model folder or none."""
+
+import csv
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY, write_reviews_csv
+from safetensors.torch import load_file
+
+from rnncli import checkpoint
+from rnncli import train as train_module
+from rnncli.config import resolve
+from rnncli.errors import RnncliError
+from rnncli.train import Progress, train
+
+
+def tiny(dataset, **overrides):
+    return resolve(None, {**TINY, "dataset": str(dataset), **overrides})
+
+
+def test_learns_the_builtin_corpus(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    start = time.monotonic()
+    run = train(resolve(None, {"hidden": 64, "embed": 64, "device": "cpu", "out": "builtin"}))
+    assert time.monotonic() - start < 60
+    assert run.best_accuracy >= 0.90
+    assert run.history[-1].split == "validation"
+    assert run.test is not None and run.test.accuracy >= 0.85  # the built-in corpus has a test split
+
+
+def test_same_seed_same_run(tmp_path, monkeypatch, reviews_csv):
+    monkeypatch.chdir(tmp_path)
+    runs = [train(tiny(reviews_csv, out=out, seed=7)) for out in ("a", "b")]
+
+    def history(run):  # everything but the clock
+        return [{k: v for k, v in asdict(e).items() if k not in ("seconds", "tokens_per_second")}
+                for e in run.history]
+
+    assert history(runs[0]) == history(runs[1])
+    a, b = (load_file(str(tmp_path / out / checkpoint.WEIGHTS)) for out in ("a", "b"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "a" / "tokenizer.json").read_text() == (tmp_path / "b" / "tokenizer.json").read_text()
+
+
+def test_model_folder_contents(tiny_model, reviews_csv):
+    assert sorted(p.name for p in tiny_model.iterdir()) == sorted(
+        [checkpoint.WEIGHTS, checkpoint.CONFIG, checkpoint.TOKENIZER, checkpoint.METRICS])
+    meta = json.loads((tiny_model / checkpoint.CONFIG).read_text())
+    assert meta["format_version"] == checkpoint.FORMAT_VERSION
+    assert meta["labels"] == ["neg", "pos"]
+    assert meta["vocab_size"] == len(json.loads((tiny_model / "tokenizer.json").read_text())["model"]["vocab"])
+    assert meta["dataset"]["name"] == str(reviews_csv)
+    assert len(meta["dataset"]["fingerprint"]) == 16
+    assert {"rnncli", "torch", "datasets"} <= meta["versions"].keys()
+    assert meta["versions"]["torch"] == torch.__version__
+    assert meta["config"]["model"]["hidden"] == TINY["hidden"]
+    records = [json.loads(line) for line in (tiny_model / checkpoint.METRICS).read_text().splitlines()]
+    assert [r["epoch"] for r in records] == list(range(1, TINY["epochs"] + 1))  # one per epoch
+    assert all(r["split"] == "validation" for r in records)
+    assert meta["best"]["epoch"] in [r["epoch"] for r in records]
+
+
+def test_runs_latest_points_at_the_newest_folder(tmp_path, monkeypatch, reviews_csv):
+    monkeypatch.chdir(tmp_path)
+    first = train(tiny(reviews_csv, epochs=1))
+    second = train(tiny(reviews_csv, epochs=1))
+    assert first.out != second.out
+    assert first.out.parent == second.out.parent == Path("runs")
+    assert first.out.name.startswith("reviews.csv-")
+    assert (tmp_path / "runs" / "latest").resolve() == (tmp_path / second.out).resolve()
+    assert checkpoint.load("runs/latest").meta["dataset"]["name"] == str(reviews_csv)
+
+
+def test_a_single_class_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with open("one.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([["text", "label"]] + [[f"good film {i}", "pos"] for i in range(20)])
+    with pytest.raises(RnncliError, match="single class"):
+        train(tiny("one.csv", out="m"))
+    assert not (tmp_path / "m").exists()
+
+
+def test_an_existing_folder_is_never_overwritten(tmp_path, monkeypatch, reviews_csv):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "notes.txt").write_text("mine")
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in (tmp_path / "m").iterdir()}
+    with pytest.raises(RnncliError, match="already exists"):
+        train(tiny(reviews_csv, out="m"))
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in (tmp_path / "m").iterdir()} == before
+
+
+def test_huge_learning_rate_is_caught(tmp_path, monkeypatch, reviews_csv):
+    """With --lr 1e3 the loss is thousands of times chance level; that is divergence, not training."""
+    monkeypatch.chdir(tmp_path)
+    try:
+        run = train(tiny(reviews_csv, out="m", lr=1e3, epochs=3))
+    except RnncliError as e:  # no epoch finished: no model
+        assert "lr" in str(e)
+        assert not (tmp_path / "m").exists()
+    else:
+        assert run.stopped == "diverged", [e.loss for e in run.history]
+        assert "lr" in run.message
+        checkpoint.load("m")
+
+
+def test_non_finite_loss_before_any_epoch_leaves_no_folder(tmp_path, monkeypatch, reviews_csv):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RnncliError, match=r"no model was saved.*loss exploded to nan.*--lr"):
+        train(tiny(reviews_csv, out="m", lr=1e38))
+    assert not (tmp_path / "m").exists()
+    assert not (tmp_path / "runs" / "latest").exists()
+
+
+def test_divergence_after_a_saved_epoch_keeps_the_best_model(tmp_path, monkeypatch, reviews_csv):
+    """The learning rate jumps to 1e38 after epoch 1: epoch 2 diverges, epoch 1's model stays."""
+    optimizers = []
+    real = train_module.make_optimizer
+
+    def spy(model, config):
+        optimizers.append(real(model, config))
+        return optimizers[-1]
+
+    class Sabotage(Progress):
+        def epoch_end(self, result):
+            for group in optimizers[0].param_groups:
+                group["lr"] = 1e38
+
+    monkeypatch.setattr(train_module, "make_optimizer", spy)
+    monkeypatch.chdir(tmp_path)
+    run = train(tiny(reviews_csv, out="m", epochs=3), Sabotage())
+    assert run.stopped == "diverged" and "epoch 2" in run.message
+    assert [e.epoch for e in run.history] == [1] and run.best_epoch == 1
+    loaded = checkpoint.load("m")
+    assert loaded.meta["best"]["epoch"] == 1
+    assert all(torch.isfinite(p).all() for p in loaded.model.parameters())
+    assert len((tmp_path / "m" / checkpoint.METRICS).read_text().splitlines()) == 1
+
+
+def test_class_weights_auto(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = write_reviews_csv(tmp_path / "all.csv", n=300)
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    skewed = [rows[0]] + [r for r in rows[1:] if r[1] == "pos"] + [r for r in rows[1:] if r[1] == "neg"][:40]
+    with open("skewed.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows(skewed)
+    plain = train(tiny("skewed.csv", out="plain", epochs=1))
+    weighted = train(tiny("skewed.csv", out="weighted", epochs=1, class_weights="auto"))
+    assert weighted.stopped == "finished" and len(weighted.history) == 1
+    assert checkpoint.load("weighted").config.train.class_weights == "auto"
+    # same seed, same batches: only the loss weights differ
+    assert weighted.history[0].train_loss != plain.history[0].train_loss
