@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 MODEL = ["--cell", "rnn", "--layers", "2", "--hidden", "128", "--embed", "128"]
+SAME_AS_BASELINE = ["--nonlinearity", "tanh", "--init", "default"]  # nn.RNN's own defaults, as naive_rnn.py
 PY = sys.executable
 RNNCLI = [PY, "-m", "rnncli"]
 
@@ -51,7 +52,7 @@ def baseline(script: str, data: Path, epochs: int) -> dict:
 
 
 def rnncli_train(data: Path, epochs: int, out: Path) -> dict:
-    _, rss = run_measured([*RNNCLI, "train", "--dataset", str(data), *MODEL, "--epochs", str(epochs),
+    _, rss = run_measured([*RNNCLI, "train", "--dataset", str(data), *MODEL, *SAME_AS_BASELINE, "--epochs", str(epochs),
                            "--max-length", "256", "--patience", str(epochs), "--device", "cpu", "--out", str(out)])
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     records = [r for r in records if r["split"] == "validation"]
@@ -75,10 +76,10 @@ def imdb_sample(src: Path, rows: int, dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     table = pq.read_table(src / "train.parquet")
     if rows and rows < table.num_rows:
-        # a seeded sample across the file (it is sorted by label), the same rows for both sides
+        # a seeded sample in random order (the file is sorted by label), the same rows for both sides
         import numpy as np
 
-        table = table.take(np.sort(np.random.default_rng(0).choice(table.num_rows, rows, replace=False)))
+        table = table.take(np.random.default_rng(0).choice(table.num_rows, rows, replace=False))
     train_rows = int(table.num_rows * 0.9)
     pq.write_table(table.slice(0, train_rows), dest / "train.parquet")
     pq.write_table(table.slice(train_rows), dest / "validation.parquet")

@@ -99,7 +99,8 @@ def help_text(name: str) -> str:
     """Help for a CLI flag, with the default read from the dataclass."""
     f = field_info(name)
     default = f.default if f.default != "" else "(empty)"
-    return f"{f.metadata['help']} [default: {default}]"
+    choices = f" One of: {', '.join(f.metadata['choices'])}." if "choices" in f.metadata else ""
+    return f"{f.metadata['help']}{choices} (default: {default})"
 
 
 def _coerce(value: Any, f: dataclasses.Field, where: str) -> Any:

@@ -1,0 +1,94 @@
+"""A fused CPU recurrence for the plain RNN cell, with the same parameters and results as `nn.RNN`.
+
+On the CPU, `nn.RNN` records a small graph per time step and, going backward, computes the weight
+gradients one step at a time. Here each layer is one autograd Function: the input projection for all
+steps is one matrix product, the loop runs only h_t = act(xW_ih^T + b + h_{t-1}W_hh^T) forward and
+the matching loop backward, and the weight gradients are summed over all steps in one product each.
+The weights stay in the `nn.RNN` module (same names, same state dict); only the arithmetic differs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class _Layer(torch.autograd.Function):
+    """One direction of one layer: x (seq, batch, in), h0 (batch, hidden) -> H (seq, batch, hidden)."""
+
+    @staticmethod
+    def forward(ctx, x, h0, w_ih, w_hh, bias, relu: bool):
+        seq, batch, _ = x.shape
+        hidden = w_hh.shape[0]
+        xw = torch.addmm(bias, x.reshape(seq * batch, -1), w_ih.t()).view(seq, batch, hidden)  # (seq, batch, hidden)
+        out = torch.empty_like(xw)
+        w_hh_t = w_hh.t()
+        h = h0
+        for t in range(seq):
+            torch.addmm(xw[t], h, w_hh_t, out=out[t])  # (batch, hidden)
+            (torch.relu_ if relu else torch.tanh_)(out[t])
+            h = out[t]
+        ctx.save_for_backward(x, h0, w_ih, w_hh, out)
+        ctx.relu = relu
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, h0, w_ih, w_hh, out = ctx.saved_tensors
+        seq, batch, hidden = out.shape
+        grad_out = grad_out.contiguous()
+        # d act / d z for every step at once: relu' = [h > 0], tanh' = 1 - h^2
+        slope = (out > 0).to(out.dtype) if ctx.relu else 1 - out * out  # (seq, batch, hidden)
+        dz = torch.empty_like(out)
+        carry = torch.zeros(batch, hidden, dtype=out.dtype)  # dL/dh_t arriving from step t+1
+        for t in range(seq - 1, -1, -1):
+            torch.mul(grad_out[t] + carry, slope[t], out=dz[t])
+            carry = dz[t] @ w_hh  # (batch, hidden)
+        flat_dz = dz.view(seq * batch, hidden)
+        previous = torch.cat([h0[None], out[:-1]]).view(seq * batch, hidden)  # h_{t-1} for every t
+        grad_w_hh = flat_dz.t() @ previous  # (hidden, hidden), summed over every step
+        grad_w_ih = flat_dz.t() @ x.reshape(seq * batch, -1)  # (hidden, in)
+        grad_bias = flat_dz.sum(0)
+        grad_x = (flat_dz @ w_ih).view_as(x) if ctx.needs_input_grad[0] else None
+        return grad_x, carry, grad_w_ih, grad_w_hh, grad_bias, None
+
+
+def locked_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Dropout with one mask per text, the same at every step (Gal & Ghahramani 2016).
+
+    The usual RNN regulariser, and far cheaper on the CPU: (batch, features) random numbers
+    instead of (seq, batch, features).
+    """
+    if not training or p == 0:
+        return x
+    keep = torch.empty(1, *x.shape[1:], dtype=x.dtype, device=x.device).bernoulli_(1 - p)  # (1, batch, features)
+    return x * keep / (1 - p)
+
+
+def supported(rnn: nn.Module, x: torch.Tensor) -> bool:
+    """The fused path covers the plain RNN cell on CPU tensors (cuDNN already fuses on CUDA)."""
+    return isinstance(rnn, nn.RNN) and x.device.type == "cpu" and not rnn.batch_first and not rnn.proj_size
+
+
+def run(rnn: nn.RNN, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Same contract as `rnn(x)` with h0 = 0: out (seq, batch, hidden x dirs), h_n (layers x dirs, batch, hidden)."""
+    relu = rnn.nonlinearity == "relu"
+    dirs = 2 if rnn.bidirectional else 1
+    h0 = x.new_zeros(x.shape[1], rnn.hidden_size)
+    finals = []
+    layer_input = x
+    for layer in range(rnn.num_layers):
+        outputs = []
+        for d in range(dirs):
+            sfx = f"_l{layer}" + ("_reverse" if d else "")
+            w_ih, w_hh = getattr(rnn, "weight_ih" + sfx), getattr(rnn, "weight_hh" + sfx)
+            bias = getattr(rnn, "bias_ih" + sfx) + getattr(rnn, "bias_hh" + sfx) if rnn.bias else \
+                x.new_zeros(rnn.hidden_size)
+            seq_in = layer_input.flip(0) if d else layer_input  # the reverse direction reads backwards
+            out = _Layer.apply(seq_in, h0, w_ih, w_hh, bias, relu)  # (seq, batch, hidden)
+            finals.append(out[-1])
+            outputs.append(out.flip(0) if d else out)
+        layer_input = outputs[0] if dirs == 1 else torch.cat(outputs, dim=2)  # (seq, batch, hidden x dirs)
+        if layer < rnn.num_layers - 1:
+            layer_input = locked_dropout(layer_input, rnn.dropout, rnn.training)
+    return layer_input, torch.stack(finals)  # h_n: (layers x dirs, batch, hidden)
