@@ -46,3 +46,21 @@ class LengthBuckets:
 
     def tokens(self) -> int:
         return sum(length * len(idx) for length, idx, _ in self.buckets)
+
+
+def sorted_padded_batches(enc: Encoded, batch_size: int
+                          ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+    """Inference batches of neighbouring lengths, right-padded with 0: (indices, ids (seq, batch), lengths).
+
+    Fewer, fuller batches than exact lengths; sorting keeps the padding small. For one-direction
+    models only, whose outputs at a text's own steps never see the padding after it.
+    """
+    order = np.argsort(enc.lengths, kind="stable")
+    for start in range(0, len(order), batch_size):
+        idx = order[start: start + batch_size]
+        lengths = enc.lengths[idx]
+        width = int(lengths.max())
+        cols = np.arange(width)[None, :]
+        gather = np.minimum(enc.starts[idx][:, None] + cols, len(enc.ids) - 1)  # (batch, seq)
+        ids = np.where(cols < lengths[:, None], enc.ids[gather], 0)  # 0 = <pad>
+        yield idx, torch.from_numpy(np.ascontiguousarray(ids.T)), torch.from_numpy(lengths)

@@ -270,7 +270,7 @@ def eval_(
     dataset: Annotated[str | None, typer.Option(help="Data to score on; default: the model's own.")] = None,
     split: Annotated[str | None, typer.Option(help="Split; default: test where there is one, "
                                                       "else validation.")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Texts per batch.")] = 1024,
+    batch_size: Annotated[int, typer.Option(min=1, help="Texts per batch.")] = 128,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ):
@@ -345,7 +345,7 @@ def predict(
     top_k: Annotated[int | None, typer.Option(min=1, help="Show the K likeliest labels.")] = None,
     threshold: Annotated[float | None, typer.Option(help="Two-class models: answer the second label "
                                                             "(e.g. positive) only above this probability.")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Texts per batch.")] = 512,
+    batch_size: Annotated[int, typer.Option(min=1, help="Texts per batch.")] = 128,
     explain: Annotated[bool, typer.Option(help="Show the class probabilities after every word.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "cpu",
 ):

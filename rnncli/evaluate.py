@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from rnncli.batching import LengthBuckets
+from rnncli.batching import LengthBuckets, sorted_padded_batches
 from rnncli.tokenizer import Encoded
 
 
@@ -50,19 +50,23 @@ def scores(gold: np.ndarray, pred: np.ndarray, n_classes: int) -> dict:
 
 
 @torch.inference_mode()
-def logits_of(model, enc: Encoded, batch_size: int = 1024, device=None) -> torch.Tensor:
+def logits_of(model, enc: Encoded, batch_size: int = 128, device=None) -> torch.Tensor:
     """Logits for every text, in input order: (texts, classes), float32 on the CPU."""
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
     out = torch.empty(len(enc), model.head.out_features)
-    for idx, ids in LengthBuckets(enc).batches(batch_size):
-        out[torch.from_numpy(idx)] = model(ids.to(device)).float().cpu()  # (batch, classes)
+    if model.directions == 1:  # padding after a text cannot reach it: fewer, fuller batches
+        for idx, ids, lengths in sorted_padded_batches(enc, batch_size):
+            out[torch.from_numpy(idx)] = model(ids.to(device), lengths).float().cpu()  # (batch, classes)
+    else:
+        for idx, ids in LengthBuckets(enc).batches(batch_size):
+            out[torch.from_numpy(idx)] = model(ids.to(device)).float().cpu()  # (batch, classes)
     model.train(was_training)
     return out
 
 
-def evaluate(model, enc: Encoded, gold: np.ndarray, labels: list[str], batch_size: int = 1024,
+def evaluate(model, enc: Encoded, gold: np.ndarray, labels: list[str], batch_size: int = 128,
              device=None) -> Metrics:
     start = time.perf_counter()
     logits = logits_of(model, enc, batch_size, device)
@@ -95,7 +99,7 @@ class Evaluation:
 
 
 def evaluate_folder(model_dir: str = "runs/latest", dataset: str | None = None, split: str | None = None,
-                    batch_size: int = 1024, device: str = "cpu") -> Evaluation:
+                    batch_size: int = 128, device: str = "cpu") -> Evaluation:
     """Load a model folder and score it on a split of its own data set, or of another one."""
     import dataclasses
 

@@ -62,7 +62,7 @@ class Classifier:
         enc = encode(self.tokenizer, texts, self.max_length)
         return enc, enc.full_lengths == 0
 
-    def predict(self, texts: list[str], batch_size: int = 512, threshold: float | None = None
+    def predict(self, texts: list[str], batch_size: int = 128, threshold: float | None = None
                 ) -> list[Prediction]:
         """One Prediction per text, in input order; blank texts give a record marked empty."""
         if threshold is not None:

@@ -20,14 +20,14 @@ class _Layer(torch.autograd.Function):
     def forward(ctx, x, h0, w_ih, w_hh, bias, relu: bool):
         seq, batch, _ = x.shape
         hidden = w_hh.shape[0]
-        xw = torch.addmm(bias, x.reshape(seq * batch, -1), w_ih.t()).view(seq, batch, hidden)  # (seq, batch, hidden)
-        out = torch.empty_like(xw)
+        # every step's input term at once; the loop then adds h_{t-1} W_hh^T in place
+        out = torch.addmm(bias, x.reshape(seq * batch, -1), w_ih.t()).view(seq, batch, hidden)  # (seq, batch, hidden)
         w_hh_t = w_hh.t()
+        act = torch.relu_ if relu else torch.tanh_
         h = h0
-        for t in range(seq):
-            torch.addmm(xw[t], h, w_hh_t, out=out[t])  # (batch, hidden)
-            (torch.relu_ if relu else torch.tanh_)(out[t])
-            h = out[t]
+        for step in out.unbind(0):  # views, (batch, hidden) each
+            act(step.addmm_(h, w_hh_t))
+            h = step
         ctx.save_for_backward(x, h0, w_ih, w_hh, out)
         ctx.relu = relu
         return out
@@ -41,9 +41,9 @@ class _Layer(torch.autograd.Function):
         slope = (out > 0).to(out.dtype) if ctx.relu else 1 - out * out  # (seq, batch, hidden)
         dz = torch.empty_like(out)
         carry = torch.zeros(batch, hidden, dtype=out.dtype)  # dL/dh_t arriving from step t+1
-        for t in range(seq - 1, -1, -1):
-            torch.mul(grad_out[t] + carry, slope[t], out=dz[t])
-            carry = dz[t] @ w_hh  # (batch, hidden)
+        for g, s, d in zip(reversed(grad_out.unbind(0)), reversed(slope.unbind(0)), reversed(dz.unbind(0))):
+            torch.mul(g + carry, s, out=d)
+            carry = d @ w_hh  # (batch, hidden)
         flat_dz = dz.view(seq * batch, hidden)
         previous = torch.cat([h0[None], out[:-1]]).view(seq * batch, hidden)  # h_{t-1} for every t
         grad_w_hh = flat_dz.t() @ previous  # (hidden, hidden), summed over every step
