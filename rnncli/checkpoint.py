@@ -19,6 +19,7 @@ from rnncli.errors import RnncliError
 
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG, TOKENIZER, METRICS = "model.safetensors", "config.json", "tokenizer.json", "metrics.jsonl"
+RESUME = "resume.safetensors"  # only while a run is interrupted
 
 
 @dataclass
@@ -144,3 +145,51 @@ def load(folder: str | Path = "runs/latest", device: str = "cpu") -> Loaded:
                           f"says {meta['vocab_size']}")
     model.to(torch.device(device)).eval()
     return Loaded(model=model, tokenizer=tokenizer, config=config, meta=meta, path=folder)
+
+
+def save_resume(folder: Path, model, optimizer, state: dict) -> None:
+    """What continuing after the last finished epoch needs, in one file replaced at once:
+    the current (not best) weights, the optimizer's moments, torch's RNG state, and counters."""
+    import torch
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt = optimizer.state_dict()
+    for i, moments in opt["state"].items():
+        for name, v in moments.items():
+            tensors[f"optim.{i}.{name}"] = torch.as_tensor(v).detach().cpu().contiguous()
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta = {"state": json.dumps(state), "param_groups": json.dumps(opt["param_groups"])}
+    _atomic_write(folder / RESUME, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+
+
+def load_resume(folder: Path):
+    """(model state, optimizer state, RNG state, counters) saved by `save_resume`; never unpickles."""
+    from safetensors import SafetensorError, safe_open
+
+    path = folder / RESUME
+    if not path.is_file():
+        raise RnncliError(f"{path}: missing; {folder} holds no interrupted training to resume")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no items()
+        state, groups = json.loads(meta["state"]), json.loads(meta["param_groups"])
+    except (SafetensorError, OSError, ValueError, KeyError) as e:
+        raise RnncliError(f"{path}: unreadable or truncated ({str(e).splitlines()[0][:120]})") from None
+    model_state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    moments: dict[int, dict] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, i, name = k.split(".", 2)
+            moments.setdefault(int(i), {})[name] = v
+    return model_state, {"state": moments, "param_groups": groups}, tensors["rng.torch"], state
+
+
+def read_metrics(folder: Path) -> list[dict]:
+    path = folder / METRICS
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def rewrite_metrics(folder: Path, records: list[dict]) -> None:
+    _atomic_write(folder / METRICS, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in records)))

@@ -218,6 +218,8 @@ def train(
     class_weights: Annotated[str | None, _opt("class_weights")] = None,
     device: Annotated[str | None, _opt("device")] = None,
     out: Annotated[str | None, _opt("out")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run in this model folder, "
+                                                     "with its own config.")] = None,
 ):
     """Train a classifier and write its model folder (runs/latest points to the newest).
 
@@ -226,10 +228,12 @@ def train(
     rnncli train --dataset ../shared/data/sst2 --epochs 3;
     rnncli train --config configs/imdb.toml --dataset ../shared/data/imdb
     """
-    flags = {k: v for k, v in locals().items() if k != "config"}
+    flags = {k: v for k, v in locals().items() if k not in ("config", "resume")}
     from rnncli.config import resolve
 
-    resolved = resolve(config, flags)
+    if resume is not None and (config is not None or any(v is not None for v in flags.values())):
+        raise RnncliError("--resume continues with the folder's own config; give no other options")
+    resolved = None if resume is not None else resolve(config, flags)
     import signal
 
     from rnncli.train import train as run_training
@@ -240,7 +244,7 @@ def train(
     signal.signal(signal.SIGTERM, _terminate)
     progress = RichProgress()
     try:
-        run = run_training(resolved, progress)
+        run = run_training(resolved, progress, resume=resume)
     finally:
         progress.close()
     t = Table(title=f"Training: {run.stopped}", title_justify="left")
@@ -258,6 +262,8 @@ def train(
                       f"on {run.test.examples:,} texts")
     console.print(f"best model (epoch {run.best_epoch}, val acc {run.best_accuracy:.2%}) saved to "
                   f"[bold]{run.out}[/bold]")
+    if run.stopped == "interrupted":
+        console.print(f"continue with: rnncli train --resume {run.out}")
     if run.stopped in ("diverged", "interrupted"):
         raise typer.Exit(2 if run.stopped == "diverged" else 130)
 

@@ -20,13 +20,13 @@ import torch
 
 from rnncli import checkpoint
 from rnncli.batching import LengthBuckets
-from rnncli.config import Config
+from rnncli.config import Config, from_dict
 from rnncli.data import Corpus, load_corpus
 from rnncli.device import resolve_device
 from rnncli.errors import RnncliError
 from rnncli.evaluate import Metrics, evaluate
 from rnncli.model import RNNClassifier
-from rnncli.tokenizer import UNK_ID, Encoded, encode, train_tokenizer
+from rnncli.tokenizer import UNK_ID, Encoded, encode, load_tokenizer, train_tokenizer
 
 
 @dataclass
@@ -144,12 +144,20 @@ def versions() -> dict[str, str]:
     return out
 
 
-def train(config: Config, progress: Progress | None = None) -> Run:
+def train(config: Config | None = None, progress: Progress | None = None, resume: str | Path | None = None) -> Run:
+    """Train from `config`, or continue the interrupted run in folder `resume` with its own config."""
     progress = progress or Progress()
+    saved = None
+    if resume is not None:
+        out = Path(resume)
+        saved_meta = checkpoint.read_meta(out)
+        config = from_dict(saved_meta["config"], where=str(out / checkpoint.CONFIG))
+        saved = checkpoint.load_resume(out)
     tc = config.train
     device = resolve_device(tc.device)
-    out = Path(tc.out) if tc.out else default_out(config.data.dataset)
-    check_out(out)
+    if saved is None:
+        out = Path(tc.out) if tc.out else default_out(config.data.dataset)
+        check_out(out)
     seed_everything(tc.seed)
 
     corpus = load_corpus(config.data, seed=tc.seed)
@@ -161,7 +169,10 @@ def train(config: Config, progress: Progress | None = None) -> Run:
                           "a classifier needs at least two")
     if len(corpus.splits["validation"]) == 0:
         raise RnncliError(f"{config.data.dataset}: the validation split is empty")
-    tokenizer = train_tokenizer(train_split.texts, config.data.min_freq, config.data.max_vocab)
+    if saved is None:
+        tokenizer = train_tokenizer(train_split.texts, config.data.min_freq, config.data.max_vocab)
+    else:
+        tokenizer = load_tokenizer(out / checkpoint.TOKENIZER)
     encoded = {name: encode(tokenizer, split.texts, config.data.max_length)
                for name, split in corpus.splits.items()}
     vocab_size = tokenizer.get_vocab_size()
@@ -194,10 +205,25 @@ def train(config: Config, progress: Progress | None = None) -> Run:
     }
     best_state = None
     stale = 0
+    first_epoch = 1
+    if saved is not None:
+        model_state, optimizer_state, rng_state, counters = saved
+        model.load_state_dict(model_state)
+        optimizer.load_state_dict(optimizer_state)
+        meta = saved_meta
+        first_epoch, stale = counters["epoch"] + 1, counters["stale"]
+        run.best_epoch, run.best_accuracy = counters["best_epoch"], counters["best_accuracy"]
+        best_state = checkpoint.load(out).model.state_dict()
+        # records past the saved epoch belong to the epoch being redone
+        records = [r for r in checkpoint.read_metrics(out)
+                   if r["split"] == "validation" and r["epoch"] <= counters["epoch"]]
+        checkpoint.rewrite_metrics(out, records)
+        run.history = [Epoch(**r, improved=r["epoch"] == run.best_epoch) for r in records]
+        torch.set_rng_state(rng_state)  # last: building the best model above draws random numbers
     # a batch loss this far above chance (ln classes) means exploded logits, not slow learning
     diverged_loss = 50 * math.log(len(corpus.labels))
     try:
-        for epoch in range(1, tc.epochs + 1):
+        for epoch in range(first_epoch, tc.epochs + 1):
             model.train()
             rng = np.random.default_rng([tc.seed, epoch])
             n_batches = sum(-(-len(idx) // tc.batch_size) for _, idx, _ in buckets.buckets)
@@ -245,6 +271,8 @@ def train(config: Config, progress: Progress | None = None) -> Run:
             else:
                 stale += 1
                 checkpoint.append_metrics(out, record)
+            checkpoint.save_resume(out, model, optimizer, {
+                "epoch": epoch, "stale": stale, "best_epoch": run.best_epoch, "best_accuracy": run.best_accuracy})
             progress.epoch_end(result)
             if stale >= tc.patience:
                 run.stopped = "early stop"
@@ -255,6 +283,8 @@ def train(config: Config, progress: Progress | None = None) -> Run:
         run.message = "interrupted"
     if best_state is None:
         raise RnncliError(f"no model was saved: {run.message or 'training stopped before the first epoch ended'}")
+    if run.stopped != "interrupted":
+        (out / checkpoint.RESUME).unlink(missing_ok=True)  # nothing left to resume
     model.load_state_dict(best_state)
     if "test" in encoded and len(encoded["test"]) and run.stopped != "interrupted":
         run.test = evaluate(model, encoded["test"], corpus.splits["test"].labels, corpus.labels, device=device)
