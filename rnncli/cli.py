@@ -164,7 +164,8 @@ class RichProgress:
             console.print(f"note: {note}")
 
     def epoch_start(self, epoch: int, batches: int) -> None:
-        self.bar.start()
+        if self.task is None:
+            self.bar.start()  # one live bar for the whole run; epoch lines print above it
         self.task = self.bar.add_task("train", total=batches, epoch=epoch, loss=float("nan"), tps=0.0)
         self.started, self.tokens = __import__("time").perf_counter(), 0
 
@@ -175,7 +176,6 @@ class RichProgress:
 
     def epoch_end(self, r) -> None:
         self.bar.remove_task(self.task)
-        self.bar.stop()
         mark = "  [green]best[/green]" if r.improved else ""
         console.print(f"epoch {r.epoch:>3}  train loss {r.train_loss:.4f}  val loss {r.loss:.4f}  "
                       f"val acc {r.accuracy:.2%}  macro-F1 {r.macro_f1:.3f}  {r.seconds:.1f}s  "
