@@ -1,0 +1,66 @@
+"""A user's mistakes end in one line on stderr and exit code 2, with nothing already saved lost."""
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from rnncli.cli import app
+from rnncli.device import resolve_device
+from rnncli.errors import RnncliError
+
+runner = CliRunner()
+TINY = ["--embed", "11", "--hidden", "13", "--epochs", "1", "--device", "cpu"]
+
+
+def one_line_error(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_asked_for_without_cuda():
+    with pytest.raises(RnncliError, match="CUDA is not available"):
+        resolve_device("cuda")
+    with pytest.raises(RnncliError, match="CUDA is not available"):
+        resolve_device("cuda:1")
+    assert "CUDA" in one_line_error(runner.invoke(app, ["train", "--device", "cuda"]))
+
+
+def test_unknown_device_spelling():
+    with pytest.raises(RnncliError, match="unknown device"):
+        resolve_device("tpu")
+
+
+def test_auto_device_is_cpu_without_cuda():
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_empty_data_set(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.csv").write_text("text,label\n")
+    message = one_line_error(runner.invoke(app, ["train", "--dataset", "empty.csv", *TINY]))
+    assert "empty.csv" in message
+
+
+def test_output_folder_that_cannot_be_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("not a folder")
+    message = one_line_error(runner.invoke(app, ["train", "--out", "a-file/model", *TINY]))
+    assert "cannot write" in message
+    assert (tmp_path / "a-file").read_text() == "not a folder"
+
+
+def test_existing_model_folder_is_not_overwritten(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(app, ["train", "--out", "m", *TINY]).exit_code == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir()}
+    assert "already exists" in one_line_error(runner.invoke(app, ["train", "--out", "m", *TINY]))
+    assert {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir()} == before
+
+
+@pytest.mark.parametrize("flag", ["--hidden", "--layers", "--embed", "--epochs", "--batch-size"])
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_non_positive_sizes_are_rejected(flag, value):
+    assert flag.lstrip("-").replace("-", "_") in one_line_error(runner.invoke(app, ["train", flag, value]))
