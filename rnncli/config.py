@@ -47,7 +47,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     cell: str = _f("rnn", "Recurrent cell.", choices=CELLS)
-    nonlinearity: str = _f("relu", "Activation of the plain rnn cell.", choices=NONLINEARITIES)
+    nonlinearity: str = _f("tanh", "Activation of the plain rnn cell.", choices=NONLINEARITIES)
     layers: int = _f(1, "Stacked recurrent layers.", min=1)
     embed: int = _f(128, "Embedding size (the RNN's input feature size).", min=1)
     hidden: int = _f(128, "Hidden state size.", min=1)
@@ -55,7 +55,7 @@ class ModelConfig:
     pool: str = _f("last", "How the steps' outputs become one vector: the last valid step, "
                    "or the mean or max over valid steps.", choices=POOLS)
     dropout: float = _f(0.2, "Dropout on embeddings, between layers and before the head.", min=0.0, max=0.95)
-    init: str = _f("identity", "Recurrent weight init: PyTorch's default, orthogonal, or identity "
+    init: str = _f("orthogonal", "Recurrent weight init: PyTorch's default, orthogonal, or identity "
                    "(Le et al. 2015, for relu rnn).", choices=INITS)
 
 
@@ -63,7 +63,7 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = _f(5, "Passes over the training split.", min=1)
     batch_size: int = _f(64, "Texts per batch.", min=1)
-    lr: float = _f(2e-3, "AdamW learning rate.", min=0.0, exclusive_min=True)
+    lr: float = _f(3e-3, "AdamW learning rate.", min=0.0, exclusive_min=True)
     weight_decay: float = _f(0.0, "AdamW weight decay.", min=0.0)
     clip: float = _f(1.0, "Gradient norm clip; 0 turns it off.", min=0.0)
     seed: int = _f(0, "Seed for weights, data order and splits.")
