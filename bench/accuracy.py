@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""Accuracy of the shipped configs on real data, next to the peers run in the same invocation.
+
+    pip install -e ".[bench]" && python bench/accuracy.py [--data ../shared/data] [--quick]
+
+For each data set it writes the exact splits rnncli trains on (IMDB: validation carved from train,
+seeded, as `rnncli train` does) to a temporary folder, trains each config listed below on it, and
+runs `../shared/bench/peers.py` (fastText, TF-IDF + logistic regression) on the same files.
+`--quick` caps every config at 2 epochs and IMDB at 5,000 reviews: under ten minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = [  # data set, config file (None: defaults), extra overrides
+    ("builtin", None, {}),
+    ("sst2", ROOT / "configs" / "default.toml", {}),
+    ("sst2", ROOT / "configs" / "sst2.toml", {}),
+    ("imdb", ROOT / "configs" / "default.toml", {}),
+    ("imdb", ROOT / "configs" / "imdb.toml", {}),
+    ("sst5", ROOT / "configs" / "sst5.toml", {}),
+]
+
+
+def write_splits(name: str, data: Path, dest: Path, imdb_rows: int) -> Path:
+    """The train/validation rows rnncli uses, as parquet files both rnncli and the peers read."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rnncli.config import DataConfig
+    from rnncli.data import load_corpus
+
+    corpus = load_corpus(DataConfig(dataset=str(data / name)), seed=0)
+    dest.mkdir(parents=True)
+    for split in ("train", "validation"):
+        s = corpus.splits[split]
+        rows = range(len(s)) if not (name == "imdb" and imdb_rows) else \
+            range(min(len(s), imdb_rows if split == "train" else imdb_rows // 9))
+        pq.write_table(pa.table({"sentence": [s.texts[i] for i in rows],
+                                 "label": [int(s.labels[i]) for i in rows]}), dest / f"{split}.parquet")
+    return dest
+
+
+def peers(script: Path, folder: Path) -> list[tuple[str, float, float]]:
+    p = subprocess.run([sys.executable, str(script), str(folder)], capture_output=True, text=True, check=False)
+    if p.returncode != 0:
+        return [(f"peers failed: {p.stderr.strip().splitlines()[-1][:80]}", float("nan"), float("nan"))]
+    rows = []
+    for line in p.stdout.splitlines():
+        m = re.match(r"(.+?) \| train ([\d.]+)s \| validation ([\d.]+)", line)
+        if m:
+            rows.append((m.group(1), float(m.group(2)), float(m.group(3))))
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--peers", type=Path, default=ROOT.parent / "shared" / "bench" / "peers.py")
+    ap.add_argument("--quick", action="store_true", help="2 epochs at most, IMDB cut to 5,000 reviews")
+    a = ap.parse_args()
+
+    from rnncli.config import resolve
+    from rnncli.train import train
+
+    table = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        folders = {}
+        for name in dict.fromkeys(n for n, _, _ in RUNS if n != "builtin"):
+            folders[name] = write_splits(name, a.data, tmp / name, 5000 if a.quick else 0)
+        for name, config_file, extra in RUNS:
+            flags = {"dataset": str(folders.get(name, "builtin")), "device": "cpu",
+                     "out": str(tmp / f"model-{len(table)}"), **extra}
+            config = resolve(config_file, flags)
+            if a.quick:
+                config.train.epochs = min(config.train.epochs, 2)
+            start = time.perf_counter()
+            run = train(config)
+            best = next(e for e in run.history if e.epoch == run.best_epoch)
+            table.append((name, config_file.name if config_file else "defaults", config.model.cell,
+                          f"{config.model.nonlinearity}/{config.model.init}/{config.model.pool}",
+                          f"{run.best_epoch}/{len(run.history)}", time.perf_counter() - start,
+                          best.accuracy, best.macro_f1))
+            print(f"done: {table[-1]}", file=sys.stderr, flush=True)
+        for name, folder in folders.items():
+            for peer, seconds, acc in peers(a.peers, folder):
+                table.append((name, "peer: " + peer, "", "", "", seconds, acc, float("nan")))
+
+    header = ("data", "config", "cell", "act/init/pool", "best/epochs", "train s", "val acc", "macro-F1")
+    print(f"bench/accuracy.py{' --quick' if a.quick else ''}: validation split of each data set")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for row in sorted(table, key=lambda r: r[0]):
+        name, cfg, cell, how, epochs, secs, acc, f1 = row
+        print(f"| {name} | {cfg} | {cell} | {how} | {epochs} | {secs:.1f} | {acc:.4f} | "
+              f"{'' if f1 != f1 else f'{f1:.4f}'} |")
+
+
+if __name__ == "__main__":
+    main()
