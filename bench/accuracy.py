@@ -12,6 +12,7 @@ runs `../shared/bench/peers.py` (fastText, TF-IDF + logistic regression) on the 
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import subprocess
 import sys
@@ -102,7 +103,7 @@ def main() -> None:
     for row in sorted(table, key=lambda r: r[0]):
         name, cfg, cell, how, epochs, secs, acc, f1 = row
         print(f"| {name} | {cfg} | {cell} | {how} | {epochs} | {secs:.1f} | {acc:.4f} | "
-              f"{'' if f1 != f1 else f'{f1:.4f}'} |")
+              f"{'' if math.isnan(f1) else f'{f1:.4f}'} |")
 
 
 if __name__ == "__main__":
