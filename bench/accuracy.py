@@ -33,6 +33,7 @@ RUNS = [  # data set, config file (None: defaults), extra overrides
 
 def write_splits(name: str, data: Path, dest: Path, imdb_rows: int) -> Path:
     """The train/validation rows rnncli uses, as parquet files both rnncli and the peers read."""
+    import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -43,8 +44,10 @@ def write_splits(name: str, data: Path, dest: Path, imdb_rows: int) -> Path:
     dest.mkdir(parents=True)
     for split in ("train", "validation"):
         s = corpus.splits[split]
-        rows = range(len(s)) if not (name == "imdb" and imdb_rows) else \
-            range(min(len(s), imdb_rows if split == "train" else imdb_rows // 9))
+        rows = range(len(s))
+        if name == "imdb" and imdb_rows:  # a seeded sample: the file is sorted by label
+            keep = imdb_rows if split == "train" else imdb_rows // 9
+            rows = np.random.default_rng(0).permutation(len(s))[:keep].tolist()
         pq.write_table(pa.table({"sentence": [s.texts[i] for i in rows],
                                  "label": [int(s.labels[i]) for i in rows]}), dest / f"{split}.parquet")
     return dest
