@@ -61,13 +61,15 @@ def rnncli_train(data: Path, epochs: int, out: Path) -> dict:
             "accuracy": max(r["accuracy"] for r in records)}
 
 
-def wall(cmd: list[str], repeat: int) -> float:
-    times = []
+def wall(cmds: list[list[str]], repeat: int) -> list[float]:
+    """Median wall time of each command, run in turns (a, b, c, a, b, c, ...) so drift hits all alike."""
+    times: list[list[float]] = [[] for _ in cmds]
     for _ in range(repeat):
-        start = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for i, cmd in enumerate(cmds):
+            start = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            times[i].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 def imdb_sample(src: Path, rows: int, dest: Path) -> Path:
@@ -92,7 +94,7 @@ def main() -> None:
     ap.add_argument("--baseline", default=str(Path(__file__).resolve().parents[2] / "shared" / "bench" / "naive_rnn.py"))
     ap.add_argument("--imdb-rows", type=int, default=5000, help="IMDB reviews used (0: all 25,000)")
     ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--repeat", type=int, default=5, help="runs per start-up timing (median)")
+    ap.add_argument("--repeat", type=int, default=9, help="runs per start-up timing (median)")
     a = ap.parse_args()
 
     import os
@@ -126,10 +128,11 @@ def main() -> None:
         eps = json.loads(ev.stdout)["examples_per_second"]
         rows.append(("SST-2 evaluation sentences/s", "", f"{eps:,.0f}", "", ">= 25,000", eps >= 25000))
 
-        torch_s = wall([PY, "-c", "import torch"], a.repeat)
-        predict_s = wall([*RNNCLI, "predict", "--model", str(tmp / "model-SST-"), "I hate this boring movie"],
-                         a.repeat)
-        help_s = wall([*RNNCLI, "--help"], a.repeat)
+        torch_s, predict_s, help_s = wall([
+            [PY, "-c", "import torch"],
+            [*RNNCLI, "predict", "--model", str(tmp / "model-SST-"), "I hate this boring movie"],
+            [*RNNCLI, "--help"],
+        ], a.repeat)
         rows.append(("`python -c \"import torch\"` wall s", "", f"{torch_s:.2f}", "", "", None))
         rows.append(("`rnncli predict \"...\"` wall s", "", f"{predict_s:.2f}", f"{predict_s / torch_s:.2f}x torch",
                      "<= 1.3x", predict_s / torch_s <= 1.3))

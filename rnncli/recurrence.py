@@ -13,21 +13,27 @@ import torch
 from torch import nn
 
 
+def _steps(x, h0, w_ih, w_hh, bias, relu: bool) -> torch.Tensor:
+    """h_t = act(x_t W_ih^T + b + h_{t-1} W_hh^T) for every t: (seq, batch, in) -> (seq, batch, hidden)."""
+    seq, batch, _ = x.shape
+    hidden = w_hh.shape[0]
+    # every step's input term at once; the loop then adds h_{t-1} W_hh^T in place
+    out = torch.addmm(bias, x.reshape(seq * batch, -1), w_ih.t()).view(seq, batch, hidden)  # (seq, batch, hidden)
+    w_hh_t = w_hh.t()
+    act = torch.relu_ if relu else torch.tanh_
+    h = h0
+    for step in out.unbind(0):  # views, (batch, hidden) each
+        act(step.addmm_(h, w_hh_t))
+        h = step
+    return out
+
+
 class _Layer(torch.autograd.Function):
     """One direction of one layer: x (seq, batch, in), h0 (batch, hidden) -> H (seq, batch, hidden)."""
 
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, bias, relu: bool):
-        seq, batch, _ = x.shape
-        hidden = w_hh.shape[0]
-        # every step's input term at once; the loop then adds h_{t-1} W_hh^T in place
-        out = torch.addmm(bias, x.reshape(seq * batch, -1), w_ih.t()).view(seq, batch, hidden)  # (seq, batch, hidden)
-        w_hh_t = w_hh.t()
-        act = torch.relu_ if relu else torch.tanh_
-        h = h0
-        for step in out.unbind(0):  # views, (batch, hidden) each
-            act(step.addmm_(h, w_hh_t))
-            h = step
+        out = _steps(x, h0, w_ih, w_hh, bias, relu)
         ctx.save_for_backward(x, h0, w_ih, w_hh, out)
         ctx.relu = relu
         return out
@@ -85,7 +91,10 @@ def run(rnn: nn.RNN, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             bias = getattr(rnn, "bias_ih" + sfx) + getattr(rnn, "bias_hh" + sfx) if rnn.bias else \
                 x.new_zeros(rnn.hidden_size)
             seq_in = layer_input.flip(0) if d else layer_input  # the reverse direction reads backwards
-            out = _Layer.apply(seq_in, h0, w_ih, w_hh, bias, relu)  # (seq, batch, hidden)
+            if torch.is_grad_enabled():
+                out = _Layer.apply(seq_in, h0, w_ih, w_hh, bias, relu)  # (seq, batch, hidden)
+            else:  # inference: no graph, nothing saved for backward
+                out = _steps(seq_in, h0, w_ih, w_hh, bias, relu)
             finals.append(out[-1])
             outputs.append(out.flip(0) if d else out)
         layer_input = outputs[0] if dirs == 1 else torch.cat(outputs, dim=2)  # (seq, batch, hidden x dirs)
