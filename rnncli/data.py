@@ -216,7 +216,7 @@ def _carve(train: Split, fraction: float, seed: int) -> tuple[Split, Split]:
     for label in np.unique(train.labels):
         rows = np.flatnonzero(train.labels == label)
         rng.shuffle(rows)
-        val_rows.append(rows[: int(round(len(rows) * fraction))])
+        val_rows.append(rows[: round(len(rows) * fraction)])
     val_mask = np.zeros(len(train), dtype=bool)
     val_mask[np.concatenate(val_rows)] = True
     pick = lambda mask: Split([t for t, m in zip(train.texts, mask) if m], train.labels[mask])
