@@ -44,8 +44,9 @@ class LengthBuckets:
             _, idx, matrix = self.buckets[b]
             yield idx[rows], torch.from_numpy(np.ascontiguousarray(matrix[rows].T))  # (seq, batch)
 
-    def tokens(self) -> int:
-        return sum(length * len(idx) for length, idx, _ in self.buckets)
+    def num_batches(self, batch_size: int) -> int:
+        """How many batches `batches(batch_size)` yields."""
+        return sum(-(-len(idx) // batch_size) for _, idx, _ in self.buckets)
 
 
 def sorted_padded_batches(enc: Encoded, batch_size: int

@@ -226,8 +226,7 @@ def train(config: Config | None = None, progress: Progress | None = None, resume
         for epoch in range(first_epoch, tc.epochs + 1):
             model.train()
             rng = np.random.default_rng([tc.seed, epoch])
-            n_batches = sum(-(-len(idx) // tc.batch_size) for _, idx, _ in buckets.buckets)
-            progress.epoch_start(epoch, n_batches)
+            progress.epoch_start(epoch, buckets.num_batches(tc.batch_size))
             start, tokens, loss_sum = time.perf_counter(), 0, 0.0
             for idx, ids in buckets.batches(tc.batch_size, rng):
                 ids = ids.to(device, non_blocking=True)  # (seq, batch)
