@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -167,11 +168,11 @@ class RichProgress:
         if self.task is None:
             self.bar.start()  # one live bar for the whole run; epoch lines print above it
         self.task = self.bar.add_task("train", total=batches, epoch=epoch, loss=float("nan"), tps=0.0)
-        self.started, self.tokens = __import__("time").perf_counter(), 0
+        self.started, self.tokens = time.perf_counter(), 0
 
     def batch(self, loss: float, tokens: int) -> None:
         self.tokens += tokens
-        elapsed = max(__import__("time").perf_counter() - self.started, 1e-9)
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
         self.bar.update(self.task, advance=1, loss=loss, tps=self.tokens / elapsed)
 
     def epoch_end(self, r) -> None:
