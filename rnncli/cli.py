@@ -375,7 +375,7 @@ def predict(
     if as_json:
         for p in preds:
             record = p.to_dict()
-            record["top"] = sorted(p.probabilities.items(), key=lambda kv: -kv[1])[:k] if top_k else None
+            record["top"] = p.top(k) if top_k else None
             typer.echo(jsonl(record))
         return
     t = Table()
@@ -389,7 +389,7 @@ def predict(
             t.add_row(shown or "(blank line)", "[dim](empty text)[/dim]", "", "")
             continue
         if top_k:
-            ranked = sorted(p.probabilities.items(), key=lambda kv: -kv[1])[:k]
+            ranked = p.top(k)
             label, prob = "\n".join(n for n, _ in ranked), "\n".join(f"{v:.3f}" for _, v in ranked)
         else:
             label, prob = p.label, f"{p.score:.3f}"

@@ -31,6 +31,10 @@ class Prediction:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def top(self, k: int) -> list[tuple[str, float]]:
+        """The k likeliest labels with their probabilities, likeliest first."""
+        return sorted(self.probabilities.items(), key=lambda kv: -kv[1])[:k]
+
 
 @dataclass
 class Explanation:
