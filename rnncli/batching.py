@@ -30,9 +30,13 @@ class LengthBuckets:
             self.buckets.append((length, idx, enc.ids[gather]))
         self.size = len(enc)
 
-    def batches(self, batch_size: int, rng: np.random.Generator | None = None
+    def batches(self, batch_size: int, rng: np.random.Generator | None = None, part: int = 0, parts: int = 1
                 ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-        """Yield (text indices, ids (seq, batch)). With `rng`: shuffled within lengths and across batches."""
+        """Yield (text indices, ids (seq, batch)). With `rng`: shuffled within lengths and across batches.
+
+        With `parts` > 1 this yields every parts-th batch from `part` on, for one of several
+        data-parallel processes; the plan wraps around so every part gets as many batches.
+        """
         plan = []
         for b, (_, idx, _) in enumerate(self.buckets):
             rows = rng.permutation(len(idx)) if rng is not None else np.arange(len(idx))
@@ -40,13 +44,16 @@ class LengthBuckets:
             plan.extend((b, chunk) for chunk in np.array_split(rows, pieces))
         if rng is not None:
             plan = [plan[i] for i in rng.permutation(len(plan))]
+        if parts > 1:
+            plan = (plan * parts)[: -(-len(plan) // parts) * parts][part::parts]
         for b, rows in plan:
             _, idx, matrix = self.buckets[b]
             yield idx[rows], torch.from_numpy(np.ascontiguousarray(matrix[rows].T))  # (seq, batch)
 
-    def num_batches(self, batch_size: int) -> int:
-        """How many batches `batches(batch_size)` yields."""
-        return sum(-(-len(idx) // batch_size) for _, idx, _ in self.buckets)
+    def num_batches(self, batch_size: int, parts: int = 1) -> int:
+        """How many batches `batches(batch_size, parts=parts)` yields."""
+        total = sum(-(-len(idx) // batch_size) for _, idx, _ in self.buckets)
+        return -(-total // parts)
 
 
 def sorted_padded_batches(enc: Encoded, batch_size: int

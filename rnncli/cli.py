@@ -37,7 +37,8 @@ def clean_errors(command):
         try:
             return command(*args, **kwargs)
         except RnncliError as e:
-            typer.echo(f"rnncli: error: {e}", err=True)
+            if not e.echo:
+                typer.echo(f"rnncli: error: {e}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -218,6 +219,7 @@ def train(
     patience: Annotated[int | None, _opt("patience")] = None,
     class_weights: Annotated[str | None, _opt("class_weights")] = None,
     device: Annotated[str | None, _opt("device")] = None,
+    precision: Annotated[str | None, _opt("precision")] = None,
     out: Annotated[str | None, _opt("out")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run in this model folder, "
                                                      "with its own config.")] = None,
@@ -236,6 +238,10 @@ def train(
         raise RnncliError("--resume continues with the folder's own config; give no other options")
     resolved = None if resume is not None else resolve(config, flags)
     import signal
+
+    from rnncli.distributed import from_env
+
+    console.quiet = not from_env().main  # under torchrun only the main process draws and reports
 
     from rnncli.train import train as run_training
 

@@ -24,6 +24,7 @@ NONLINEARITIES = ("tanh", "relu")
 POOLS = ("last", "mean", "max")
 INITS = ("default", "orthogonal", "identity")
 CLASS_WEIGHTS = ("none", "auto")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def _f(default: Any, help: str, **limits: Any) -> Any:
@@ -69,7 +70,10 @@ class TrainConfig:
     seed: int = _f(0, "Seed for weights, data order and splits.")
     patience: int = _f(3, "Stop after this many epochs without a better validation accuracy.", min=1)
     class_weights: str = _f("none", "`auto` weighs the loss by inverse class frequency.", choices=CLASS_WEIGHTS)
-    device: str = _f("auto", "auto, cpu, cuda or cuda:N.")
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N. Under torchrun, cuda means each process's "
+                     "LOCAL_RANK GPU.")
+    precision: str = _f("fp32", "Training arithmetic: bf16 or fp16 autocast on CUDA (fp16 with loss "
+                        "scaling); CPU trains in fp32.", choices=PRECISIONS)
     out: str = _f("", "Model folder; empty: runs/<dataset>-<timestamp>.")
 
 

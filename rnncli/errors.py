@@ -3,3 +3,5 @@
 
 class RnncliError(Exception):
     """Bad input, a missing file, an impossible option: anything the user can fix."""
+
+    echo = False  # True on the other torchrun processes when the main one already reported it

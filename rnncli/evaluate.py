@@ -30,10 +30,21 @@ class Metrics:
         return asdict(self)
 
 
+def confusion_of(gold: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """(true label, predicted label) counts."""
+    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(confusion, (np.asarray(gold), np.asarray(pred)), 1)
+    return confusion
+
+
 def scores(gold: np.ndarray, pred: np.ndarray, n_classes: int) -> dict:
     """Accuracy, confusion and per-class precision/recall/F1; a class never predicted scores 0."""
-    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(confusion, (gold, pred), 1)
+    return scores_of(confusion_of(gold, pred, n_classes))
+
+
+def scores_of(confusion: np.ndarray) -> dict:
+    """The same scores from a confusion matrix, which sums across the shards of a split."""
+    confusion = np.asarray(confusion, dtype=np.int64)
     tp = np.diag(confusion).astype(float)
     predicted, support = confusion.sum(0), confusion.sum(1)
     precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
@@ -42,7 +53,7 @@ def scores(gold: np.ndarray, pred: np.ndarray, n_classes: int) -> dict:
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
     present = support > 0  # macro-F1 over the classes this split holds
     return {
-        "accuracy": float(tp.sum() / max(len(gold), 1)),
+        "accuracy": float(tp.sum() / max(int(confusion.sum()), 1)),
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
         "precision": precision, "recall": recall, "f1": f1, "support": support,
         "confusion": confusion,
@@ -67,14 +78,25 @@ def logits_of(model, enc: Encoded, batch_size: int = 128, device=None) -> torch.
 
 
 def evaluate(model, enc: Encoded, gold: np.ndarray, labels: list[str], batch_size: int = 128,
-             device=None) -> Metrics:
+             device=None, dist=None) -> Metrics:
+    """Score `model` on encoded texts. Under torchrun (`dist`) each process scores every
+    world-th text and the confusion matrix and loss are summed over processes."""
+    from rnncli.distributed import Dist, all_sum
+
+    dist = dist or Dist()
+    gold = np.asarray(gold, dtype=np.int64)
+    rows = np.arange(dist.rank, len(gold), dist.world)
     start = time.perf_counter()
-    logits = logits_of(model, enc, batch_size, device)
+    logits = logits_of(model, enc.subset(rows), batch_size, device)  # (rows, classes)
+    gold_t = torch.from_numpy(gold[rows])
+    loss_sum = float(torch.nn.functional.cross_entropy(logits, gold_t, reduction="sum")) if len(rows) else 0.0
+    confusion = confusion_of(gold[rows], logits.argmax(1).numpy(), len(labels))
+    if dist.active:
+        summed = all_sum(np.append(confusion.ravel(), loss_sum), dist, device or next(model.parameters()).device)
+        confusion, loss_sum = summed[:-1].round().astype(np.int64).reshape(confusion.shape), float(summed[-1])
     seconds = time.perf_counter() - start
-    gold_t = torch.from_numpy(np.asarray(gold, dtype=np.int64))
-    loss = float(torch.nn.functional.cross_entropy(logits, gold_t)) if len(gold) else 0.0
-    pred = logits.argmax(1).numpy()
-    s = scores(np.asarray(gold), pred, len(labels))
+    loss = loss_sum / len(gold) if len(gold) else 0.0
+    s = scores_of(confusion)
     counts = np.bincount(gold, minlength=len(labels))
     return Metrics(
         labels=list(labels), examples=len(gold), accuracy=s["accuracy"], macro_f1=s["macro_f1"], loss=loss,

@@ -90,6 +90,10 @@ class Encoded:
     def text(self, i: int) -> np.ndarray:
         return self.ids[self.starts[i]: self.starts[i] + self.lengths[i]]
 
+    def subset(self, rows: np.ndarray) -> Encoded:
+        """The texts at `rows`, sharing this one's flat id array."""
+        return Encoded(self.ids, self.starts[rows], self.lengths[rows], self.full_lengths[rows])
+
 
 def encode(tok, texts: list[str], max_length: int) -> Encoded:
     """Encode texts, keeping the first `max_length` tokens; an empty text becomes one <unk>."""

@@ -7,6 +7,7 @@ gradient clipping, validation after every epoch, the best model kept, early stop
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import re
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from rnncli import checkpoint
+from rnncli import distributed as ddp
 from rnncli.batching import LengthBuckets
 from rnncli.config import Config, from_dict
 from rnncli.data import Corpus, load_corpus
@@ -66,6 +68,7 @@ class Run:
     stopped: str = "finished"  # finished | early stop | interrupted | diverged
     message: str = ""
     test: Metrics | None = None
+    model: RNNClassifier | None = field(default=None, repr=False)  # the best weights, on the training device
 
 
 class Progress:
@@ -132,6 +135,19 @@ def make_optimizer(model, config: Config):
         return torch.optim.AdamW(model.parameters(), foreach=True, **kw)
 
 
+def mixed_precision(precision: str, device):
+    """autocast for `--precision bf16|fp16` on CUDA (and a GradScaler for fp16); fp32 anywhere."""
+    if precision == "fp32":
+        return contextlib.nullcontext, None
+    if device.type != "cuda":
+        raise RnncliError(f"--precision {precision} needs a CUDA device; on {device.type} rnncli trains in fp32")
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise RnncliError(f"{device}: this GPU has no bf16 support; use --precision fp16 or fp32")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None  # fp16 gradients underflow unscaled
+    return (lambda: torch.autocast(device_type="cuda", dtype=dtype)), scaler
+
+
 def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -145,19 +161,43 @@ def versions() -> dict[str, str]:
 
 
 def train(config: Config | None = None, progress: Progress | None = None, resume: str | Path | None = None) -> Run:
-    """Train from `config`, or continue the interrupted run in folder `resume` with its own config."""
-    progress = progress or Progress()
+    """Train from `config`, or continue the interrupted run in folder `resume` with its own config.
+
+    Started by torchrun, every process runs this: each trains on its share of the batches under
+    DistributedDataParallel, and only the main process reports progress and writes the folder.
+    """
+    dist = ddp.from_env()
+    progress = progress if progress is not None and dist.main else Progress()
     saved = None
     if resume is not None:
-        out = Path(resume)
-        saved_meta = checkpoint.read_meta(out)
-        config = from_dict(saved_meta["config"], where=str(out / checkpoint.CONFIG))
-        saved = checkpoint.load_resume(out)
+        resume = Path(resume)
+        saved_meta = checkpoint.read_meta(resume)
+        config = from_dict(saved_meta["config"], where=str(resume / checkpoint.CONFIG))
+        saved = checkpoint.load_resume(resume)
     tc = config.train
-    device = resolve_device(tc.device)
-    if saved is None:
-        out = Path(tc.out) if tc.out else default_out(config.data.dataset)
-        check_out(out)
+    device = resolve_device(ddp.device_spec(tc.device, dist))
+    autocast, scaler = mixed_precision(tc.precision, device)
+    ddp.start(dist, device)
+    try:
+        return _train(config, progress, resume, saved, dist, device, autocast, scaler)
+    finally:
+        ddp.stop(dist)
+
+
+def _train(config, progress, out, saved, dist, device, autocast, scaler) -> Run:
+    tc = config.train
+    if saved is not None:
+        saved_meta = checkpoint.read_meta(out)
+    else:
+        problem = None
+        if dist.main:
+            try:
+                out = Path(tc.out) if tc.out else default_out(config.data.dataset)
+                check_out(out)
+            except RnncliError as e:
+                problem = e
+        ddp.raise_together(problem, dist)
+        out = ddp.broadcast(out, dist)  # the main process's timestamped name
     seed_everything(tc.seed)
 
     corpus = load_corpus(config.data, seed=tc.seed)
@@ -180,6 +220,13 @@ def train(config: Config | None = None, progress: Progress | None = None, resume
     progress.report(run.report)
 
     model = RNNClassifier(config.model, vocab_size=vocab_size, num_classes=len(corpus.labels)).to(device)
+    step_model = model
+    if dist.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # DDP copies the main process's weights to the others now and averages gradients after each backward
+        step_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        torch.manual_seed(tc.seed + 1_000_003 * (dist.rank + 1))  # each process its own dropout masks
     optimizer = make_optimizer(model, config)
     weight = None
     if tc.class_weights == "auto":
@@ -197,6 +244,7 @@ def train(config: Config | None = None, progress: Progress | None = None, resume
         "vocab_size": vocab_size,
         "dataset": {"name": corpus.name, "source": corpus.source, "fingerprint": corpus.fingerprint},
         "versions": versions(),
+        "distributed": {"processes": dist.world, "batch_size_per_process": tc.batch_size},
         "determinism": {"device": str(device), "torch_threads": torch.get_num_threads(),
                         "deterministic": device.type == "cpu",
                         "note": "CPU runs with the same seed and threads repeat bit for bit; "
@@ -217,7 +265,8 @@ def train(config: Config | None = None, progress: Progress | None = None, resume
         # records past the saved epoch belong to the epoch being redone
         records = [r for r in checkpoint.read_metrics(out)
                    if r["split"] == "validation" and r["epoch"] <= counters["epoch"]]
-        checkpoint.rewrite_metrics(out, records)
+        if dist.main:
+            checkpoint.rewrite_metrics(out, records)
         run.history = [Epoch(**r, improved=r["epoch"] == run.best_epoch) for r in records]
         torch.set_rng_state(rng_state)  # last: building the best model above draws random numbers
     # a batch loss this far above chance (ln classes) means exploded logits, not slow learning
@@ -226,32 +275,45 @@ def train(config: Config | None = None, progress: Progress | None = None, resume
         for epoch in range(first_epoch, tc.epochs + 1):
             model.train()
             rng = np.random.default_rng([tc.seed, epoch])
-            progress.epoch_start(epoch, buckets.num_batches(tc.batch_size))
-            start, tokens, loss_sum = time.perf_counter(), 0, 0.0
-            for idx, ids in buckets.batches(tc.batch_size, rng):
+            progress.epoch_start(epoch, buckets.num_batches(tc.batch_size, dist.world))
+            start, tokens, loss_sum, seen = time.perf_counter(), 0, 0.0, 0
+            for idx, ids in buckets.batches(tc.batch_size, rng, part=dist.rank, parts=dist.world):
                 ids = ids.to(device, non_blocking=True)  # (seq, batch)
                 y = train_labels[idx].to(device, non_blocking=True)  # (batch,)
-                loss = loss_fn(model(ids), y)
+                with autocast():
+                    loss = loss_fn(step_model(ids).float(), y)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                if scaler is None:
+                    loss.backward()
+                else:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)  # clip the true gradients
                 if tc.clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip, foreach=True)
-                optimizer.step()
+                if scaler is None:
+                    optimizer.step()
+                else:
+                    scaler.step(optimizer)
+                    scaler.update()
                 value = loss.item()
+                if dist.active:  # every process must take the same decision below
+                    value = float(ddp.all_sum([value], dist, device)[0]) / dist.world
                 if not math.isfinite(value) or value > diverged_loss:
                     run.stopped = "diverged"
                     run.message = (f"the loss exploded to {value:.4g} in epoch {epoch}; training stopped "
                                    f"(try a lower --lr than {tc.lr:g} or a smaller --clip)")
                     break
-                loss_sum += value * len(idx)
+                loss_sum += loss.item() * len(idx)
                 tokens += ids.numel()
-                progress.batch(value, ids.numel())
+                seen += len(idx)
+                progress.batch(value, ids.numel() * dist.world)
             if run.stopped == "diverged":
                 break
+            loss_sum, seen, tokens = ddp.all_sum([loss_sum, seen, tokens], dist, device)
             seconds = time.perf_counter() - start
-            m = evaluate(model, encoded["validation"], val_labels, corpus.labels, device=device)
+            m = evaluate(model, encoded["validation"], val_labels, corpus.labels, device=device, dist=dist)
             improved = best_state is None or m.accuracy > run.best_accuracy
-            result = Epoch(epoch=epoch, split="validation", train_loss=loss_sum / len(train_split),
+            result = Epoch(epoch=epoch, split="validation", train_loss=loss_sum / max(seen, 1),
                            loss=m.loss, accuracy=m.accuracy, macro_f1=m.macro_f1, seconds=seconds,
                            tokens_per_second=tokens / max(seconds, 1e-9), improved=improved)
             run.history.append(result)
@@ -260,7 +322,9 @@ def train(config: Config | None = None, progress: Progress | None = None, resume
                 run.best_epoch, run.best_accuracy, stale = epoch, m.accuracy, 0
                 best_state = copy.deepcopy(model.state_dict())
                 meta["best"] = {"epoch": epoch, "accuracy": m.accuracy, "macro_f1": m.macro_f1}
-                if out.exists():
+                if not dist.main:
+                    pass
+                elif out.exists():
                     checkpoint.save_weights(out, model)
                     checkpoint.write_json(out / checkpoint.CONFIG, meta)
                     checkpoint.append_metrics(out, record)
@@ -269,9 +333,12 @@ def train(config: Config | None = None, progress: Progress | None = None, resume
                     checkpoint.point_latest(out)
             else:
                 stale += 1
-                checkpoint.append_metrics(out, record)
-            checkpoint.save_resume(out, model, optimizer, {
-                "epoch": epoch, "stale": stale, "best_epoch": run.best_epoch, "best_accuracy": run.best_accuracy})
+                if dist.main:
+                    checkpoint.append_metrics(out, record)
+            if dist.main:
+                checkpoint.save_resume(out, model, optimizer, {
+                    "epoch": epoch, "stale": stale, "best_epoch": run.best_epoch,
+                    "best_accuracy": run.best_accuracy})
             progress.epoch_end(result)
             if stale >= tc.patience:
                 run.stopped = "early stop"
@@ -282,11 +349,14 @@ def train(config: Config | None = None, progress: Progress | None = None, resume
         run.message = "interrupted"
     if best_state is None:
         raise RnncliError(f"no model was saved: {run.message or 'training stopped before the first epoch ended'}")
-    if run.stopped != "interrupted":
+    if run.stopped != "interrupted" and dist.main:
         (out / checkpoint.RESUME).unlink(missing_ok=True)  # nothing left to resume
     model.load_state_dict(best_state)
+    run.model = model
     if "test" in encoded and len(encoded["test"]) and run.stopped != "interrupted":
-        run.test = evaluate(model, encoded["test"], corpus.splits["test"].labels, corpus.labels, device=device)
-        checkpoint.append_metrics(out, {"epoch": run.best_epoch, "split": "test", "loss": run.test.loss,
-                                        "accuracy": run.test.accuracy, "macro_f1": run.test.macro_f1})
+        run.test = evaluate(model, encoded["test"], corpus.splits["test"].labels, corpus.labels, device=device,
+                            dist=dist)
+        if dist.main:
+            checkpoint.append_metrics(out, {"epoch": run.best_epoch, "split": "test", "loss": run.test.loss,
+                                            "accuracy": run.test.accuracy, "macro_f1": run.test.macro_f1})
     return run

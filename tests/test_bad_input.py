@@ -64,3 +64,9 @@ def test_existing_model_folder_is_not_overwritten(tmp_path, monkeypatch):
 @pytest.mark.parametrize("value", ["0", "-3"])
 def test_non_positive_sizes_are_rejected(flag, value):
     assert flag.lstrip("-").replace("-", "_") in one_line_error(runner.invoke(app, ["train", flag, value]))
+
+
+def test_half_precision_on_cpu(tmp_path):
+    line = one_line_error(runner.invoke(app, ["train", *TINY, "--precision", "bf16", "--out", str(tmp_path / "m")]))
+    assert "needs a CUDA device" in line
+    assert not (tmp_path / "m").exists()
