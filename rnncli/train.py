@@ -295,7 +295,7 @@ def _train(config, progress, out, saved, dist, device, autocast, scaler) -> Run:
                 else:
                     scaler.step(optimizer)
                     scaler.update()
-                value = loss.item()
+                value = local = loss.item()
                 if dist.active:  # every process must take the same decision below
                     value = float(ddp.all_sum([value], dist, device)[0]) / dist.world
                 if not math.isfinite(value) or value > diverged_loss:
@@ -303,7 +303,7 @@ def _train(config, progress, out, saved, dist, device, autocast, scaler) -> Run:
                     run.message = (f"the loss exploded to {value:.4g} in epoch {epoch}; training stopped "
                                    f"(try a lower --lr than {tc.lr:g} or a smaller --clip)")
                     break
-                loss_sum += loss.item() * len(idx)
+                loss_sum += local * len(idx)
                 tokens += ids.numel()
                 seen += len(idx)
                 progress.batch(value, ids.numel() * dist.world)
