@@ -43,6 +43,11 @@ class DataConfig:
     max_length: int = _f(256, "Tokens kept per text; longer texts are truncated.", min=1)
     min_freq: int = _f(1, "Words seen fewer times in train become <unk>.", min=1)
     max_vocab: int = _f(50000, "Largest vocabulary, special tokens included.", min=3)
+    streaming: bool = _f(False, "Read the training split as a stream (datasets IterableDataset), a buffer "
+                         "at a time, for corpora larger than memory.")
+    vocab_sample: int = _f(100000, "With --streaming: the first rows read to build the vocabulary, fix the "
+                           "labels and carve validation when there is none.", min=1)
+    stream_buffer: int = _f(20000, "With --streaming: rows held at once, grouped by length and shuffled.", min=1)
 
 
 @dataclass

@@ -57,8 +57,11 @@ class Corpus:
     notes: list[str] = field(default_factory=list)
 
 
-def open_dataset(spec: str):
-    """A `datasets.DatasetDict` for a data spec, or a one-line error saying what to use instead."""
+def open_dataset(spec: str, streaming: bool = False):
+    """A `datasets.DatasetDict` for a data spec, or a one-line error saying what to use instead.
+
+    With `streaming`, an `IterableDatasetDict` whose rows are read from the files as they are used.
+    """
     # read by huggingface_hub when first imported: an unreachable hub fails in seconds, not minutes
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
@@ -68,17 +71,20 @@ def open_dataset(spec: str):
     if spec == "builtin":
         from rnncli.corpus import builtin_dataset
 
-        return builtin_dataset(), "builtin"
+        dsd = builtin_dataset()
+        if streaming:
+            dsd = datasets.IterableDatasetDict({name: split.to_iterable_dataset() for name, split in dsd.items()})
+        return dsd, "builtin"
     path = Path(spec).expanduser()
     if path.exists():
-        return _open_local(path), str(path.resolve())
+        return _open_local(path, streaming), str(path.resolve())
     looks_local = spec.startswith((".", "/", "~")) or Path(spec).suffix.lower() in FILE_BUILDERS
     if looks_local:
         raise RnncliError(f"{spec}: no such file or folder")
-    return _open_hub(ALIASES.get(spec, spec)), ALIASES.get(spec, spec)
+    return _open_hub(ALIASES.get(spec, spec), streaming), ALIASES.get(spec, spec)
 
 
-def _open_local(path: Path):
+def _open_local(path: Path, streaming: bool = False):
     import datasets
 
     try:
@@ -93,12 +99,12 @@ def _open_local(path: Path):
             data_files: dict[str, list[str]] = {}  # train-00000-of-00002.parquet and its shards: one split
             for p in sorted(files):
                 data_files.setdefault(p.stem.split("-")[0], []).append(str(p))
-            return datasets.load_dataset(builder, data_files=data_files, **kwargs)
+            return datasets.load_dataset(builder, data_files=data_files, streaming=streaming, **kwargs)
         suffix = path.suffix.lower()
         if suffix not in FILE_BUILDERS:
             raise RnncliError(f"{path}: unsupported file type (use .parquet, .csv, .tsv, .json or .jsonl)")
         builder, kwargs = FILE_BUILDERS[suffix]
-        return datasets.load_dataset(builder, data_files={"train": str(path)}, **kwargs)
+        return datasets.load_dataset(builder, data_files={"train": str(path)}, streaming=streaming, **kwargs)
     except RnncliError:
         raise
     except Exception as e:  # noqa: BLE001 - pyarrow, json and csv parsers raise many kinds
@@ -106,11 +112,11 @@ def _open_local(path: Path):
         raise RnncliError(f"{path}: cannot read data ({first[:200]})") from None
 
 
-def _open_hub(hub_id: str):
+def _open_hub(hub_id: str, streaming: bool = False):
     import datasets
 
     try:
-        return datasets.load_dataset(hub_id)
+        return datasets.load_dataset(hub_id, streaming=streaming)
     except Exception as e:  # noqa: BLE001 - the hub client raises many kinds when offline
         first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise RnncliError(
@@ -119,7 +125,7 @@ def _open_hub(hub_id: str):
         ) from None
 
 
-def _find_column(columns: list[str], wanted: str, candidates: tuple[str, ...], what: str, where: str) -> str:
+def find_column(columns: list[str], wanted: str, candidates: tuple[str, ...], what: str, where: str) -> str:
     if wanted:
         if wanted not in columns:
             raise RnncliError(f"{where}: no {what} column {wanted!r} (columns: {', '.join(columns)})")
@@ -145,8 +151,8 @@ def load_corpus(config: DataConfig, seed: int = 0, known_labels: list[str] | Non
         raise RnncliError(f"{where}: no train split (found: {', '.join(dsd) or 'none'})")
     first = next(iter(dsd.values()))
     columns = list(first.column_names)
-    text_col = _find_column(columns, config.text_column, TEXT_COLUMNS, "text", where)
-    label_col = _find_column(columns, config.label_column, LABEL_COLUMNS, "label", where)
+    text_col = find_column(columns, config.text_column, TEXT_COLUMNS, "text", where)
+    label_col = find_column(columns, config.label_column, LABEL_COLUMNS, "label", where)
     feature = first.features.get(label_col)
     names = list(feature.names) if hasattr(feature, "names") else None
 
@@ -155,7 +161,7 @@ def load_corpus(config: DataConfig, seed: int = 0, known_labels: list[str] | Non
         rows = split.select_columns([text_col, label_col])[:]  # plain lists, read from Arrow at once
         raw[name] = (rows[text_col], rows[label_col])
     notes: list[str] = []
-    labels, raw = _label_ids(raw, names, known_labels, where, notes)
+    labels, raw = label_ids(raw, names, known_labels, where, notes)
 
     splits = {}
     for name, (texts, ids) in raw.items():
@@ -165,14 +171,14 @@ def load_corpus(config: DataConfig, seed: int = 0, known_labels: list[str] | Non
         raise RnncliError(f"{where}: the train split is empty")
     if "validation" not in splits and len(splits.get("train", ())):
         # carved the same way (seed, fraction) at training and at evaluation, so eval sees the same rows
-        splits["train"], splits["validation"] = _carve(splits["train"], config.val_fraction, seed)
+        splits["train"], splits["validation"] = carve(splits["train"], config.val_fraction, seed)
         notes.append(f"no validation split: carved {len(splits['validation']):,} rows "
                      f"({config.val_fraction:.0%}, stratified, seed {seed}) from train")
     return Corpus(name=config.dataset, source=source, fingerprint=fingerprint(dsd), labels=labels,
                   splits=splits, notes=notes)
 
 
-def _label_ids(raw, names, known_labels, where, notes):
+def label_ids(raw, names, known_labels, where, notes):
     """Map every split's labels to ids 0..n-1; drop rows labelled -1 or None (unlabeled)."""
     values = [v for _, labels in raw.values() for v in labels if v is not None and v != -1]
     if not values:
@@ -209,15 +215,21 @@ def _label_ids(raw, names, known_labels, where, notes):
     return list(labels), out
 
 
-def _carve(train: Split, fraction: float, seed: int) -> tuple[Split, Split]:
-    """A seeded, stratified validation split taken from train."""
+def carve_mask(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Which rows a seeded, stratified carve puts into validation."""
     rng = np.random.default_rng(seed)
-    val_rows = []
-    for label in np.unique(train.labels):
-        rows = np.flatnonzero(train.labels == label)
+    val_rows = [np.empty(0, dtype=np.int64)]
+    for label in np.unique(labels):
+        rows = np.flatnonzero(labels == label)
         rng.shuffle(rows)
         val_rows.append(rows[: round(len(rows) * fraction)])
-    val_mask = np.zeros(len(train), dtype=bool)
+    val_mask = np.zeros(len(labels), dtype=bool)
     val_mask[np.concatenate(val_rows)] = True
+    return val_mask
+
+
+def carve(train: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """A seeded, stratified validation split taken from train."""
+    val_mask = carve_mask(train.labels, fraction, seed)
     pick = lambda mask: Split([t for t, m in zip(train.texts, mask) if m], train.labels[mask])
     return pick(~val_mask), pick(val_mask)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.distributed.algorithms.join import Join
 
 from rnncli import checkpoint
 from rnncli import distributed as ddp
@@ -28,6 +29,7 @@ from rnncli.device import resolve_device
 from rnncli.errors import RnncliError
 from rnncli.evaluate import Metrics, evaluate
 from rnncli.model import RNNClassifier
+from rnncli.streaming import open_stream
 from rnncli.tokenizer import UNK_ID, Encoded, encode, load_tokenizer, train_tokenizer
 
 
@@ -200,7 +202,12 @@ def _train(config, progress, out, saved, dist, device, autocast, scaler) -> Run:
         out = ddp.broadcast(out, dist)  # the main process's timestamped name
     seed_everything(tc.seed)
 
-    corpus = load_corpus(config.data, seed=tc.seed)
+    dc = config.data
+    if dc.streaming:
+        corpus = open_stream(dc, seed=tc.seed)
+        corpus.splits = {"train": corpus.sample, **corpus.splits}  # the sample stands in for train below
+    else:
+        corpus = load_corpus(dc, seed=tc.seed)
     train_split = corpus.splits["train"]
     present = np.unique(train_split.labels)
     if len(present) < 2:
@@ -217,6 +224,9 @@ def _train(config, progress, out, saved, dist, device, autocast, scaler) -> Run:
                for name, split in corpus.splits.items()}
     vocab_size = tokenizer.get_vocab_size()
     run = Run(out=out, config=config, report=data_report(corpus, encoded, vocab_size, config.data.max_length))
+    if dc.streaming:  # the stream's length is unknown until it has been read
+        rename = lambda d: {("train (first rows)" if k == "train" else k): v for k, v in d.items()}
+        run.report.rows, run.report.class_counts = rename(run.report.rows), rename(run.report.class_counts)
     progress.report(run.report)
 
     model = RNNClassifier(config.model, vocab_size=vocab_size, num_classes=len(corpus.labels)).to(device)
@@ -234,8 +244,29 @@ def _train(config, progress, out, saved, dist, device, autocast, scaler) -> Run:
         weight = torch.tensor(len(train_split) / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32,
                               device=device)
     loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
-    buckets = LengthBuckets(encoded["train"])
-    train_labels = torch.from_numpy(train_split.labels)
+    if dc.streaming:
+        def batches(epoch: int, rng: np.random.Generator):
+            """Each buffer of the stream grouped by length and shuffled; the stream's length is unknown."""
+            for chunk in corpus.chunks(dc.stream_buffer, tc.seed, epoch, part=dist.rank, parts=dist.world):
+                labels = torch.from_numpy(chunk.labels)
+                for idx, ids in LengthBuckets(encode(tokenizer, chunk.texts, dc.max_length)).batches(
+                        tc.batch_size, rng):
+                    yield ids, labels[idx]
+
+        num_batches = None
+        encoded.pop("train")  # only the report needed the sample's ids
+    else:
+        buckets = LengthBuckets(encoded["train"])
+        train_labels = torch.from_numpy(train_split.labels)
+
+        def batches(epoch: int, rng: np.random.Generator):
+            for idx, ids in buckets.batches(tc.batch_size, rng, part=dist.rank, parts=dist.world):
+                yield ids, train_labels[idx]
+
+        num_batches = buckets.num_batches(tc.batch_size, dist.world)
+    # processes that stream different amounts of data take different numbers of steps; DDP's Join
+    # lets those that finish first answer the others' gradient exchanges until all are done
+    uneven = dist.active and dc.streaming
     val_labels = corpus.splits["validation"].labels
     meta = {
         "format_version": checkpoint.FORMAT_VERSION,
@@ -269,45 +300,55 @@ def _train(config, progress, out, saved, dist, device, autocast, scaler) -> Run:
             checkpoint.rewrite_metrics(out, records)
         run.history = [Epoch(**r, improved=r["epoch"] == run.best_epoch) for r in records]
         torch.set_rng_state(rng_state)  # last: building the best model above draws random numbers
+    def step(ids: torch.Tensor, y: torch.Tensor) -> float:
+        """One optimisation step on a batch; returns its loss."""
+        with autocast():
+            loss = loss_fn(step_model(ids).float(), y)  # logits (batch, classes) in fp32 for the loss
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is None:
+            loss.backward()
+        else:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)  # clip the true gradients
+        if tc.clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip, foreach=True)
+        if scaler is None:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)
+            scaler.update()
+        return loss.item()
+
     # a batch loss this far above chance (ln classes) means exploded logits, not slow learning
     diverged_loss = 50 * math.log(len(corpus.labels))
     try:
         for epoch in range(first_epoch, tc.epochs + 1):
             model.train()
             rng = np.random.default_rng([tc.seed, epoch])
-            progress.epoch_start(epoch, buckets.num_batches(tc.batch_size, dist.world))
+            progress.epoch_start(epoch, num_batches)
             start, tokens, loss_sum, seen = time.perf_counter(), 0, 0.0, 0
-            for idx, ids in buckets.batches(tc.batch_size, rng, part=dist.rank, parts=dist.world):
-                ids = ids.to(device, non_blocking=True)  # (seq, batch)
-                y = train_labels[idx].to(device, non_blocking=True)  # (batch,)
-                with autocast():
-                    loss = loss_fn(step_model(ids).float(), y)
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is None:
-                    loss.backward()
-                else:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(optimizer)  # clip the true gradients
-                if tc.clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip, foreach=True)
-                if scaler is None:
-                    optimizer.step()
-                else:
-                    scaler.step(optimizer)
-                    scaler.update()
-                value = local = loss.item()
-                if dist.active:  # every process must take the same decision below
-                    value = float(ddp.all_sum([value], dist, device)[0]) / dist.world
-                if not math.isfinite(value) or value > diverged_loss:
-                    run.stopped = "diverged"
-                    run.message = (f"the loss exploded to {value:.4g} in epoch {epoch}; training stopped "
-                                   f"(try a lower --lr than {tc.lr:g} or a smaller --clip)")
-                    break
-                loss_sum += local * len(idx)
-                tokens += ids.numel()
-                seen += len(idx)
-                progress.batch(value, ids.numel() * dist.world)
-            if run.stopped == "diverged":
+            exploded = None
+            with Join([step_model]) if uneven else contextlib.nullcontext():
+                for ids, y in batches(epoch, rng):
+                    ids = ids.to(device, non_blocking=True)  # (seq, batch)
+                    y = y.to(device, non_blocking=True)  # (batch,)
+                    value = local = step(ids, y)
+                    if dist.active and not uneven:  # every process must take the same decision below
+                        value = float(ddp.all_sum([value], dist, device)[0]) / dist.world
+                    if not math.isfinite(value) or value > diverged_loss:
+                        exploded = value
+                        break
+                    loss_sum += local * len(y)
+                    tokens += ids.numel()
+                    seen += len(y)
+                    progress.batch(value, ids.numel() * dist.world)
+            if uneven:  # a process that stopped early tells the others now
+                count, total = ddp.all_sum([exploded is not None, exploded or 0.0], dist, device)
+                exploded = total / count if count else None
+            if exploded is not None:
+                run.stopped = "diverged"
+                run.message = (f"the loss exploded to {exploded:.4g} in epoch {epoch}; training stopped "
+                               f"(try a lower --lr than {tc.lr:g} or a smaller --clip)")
                 break
             loss_sum, seen, tokens = ddp.all_sum([loss_sum, seen, tokens], dist, device)
             seconds = time.perf_counter() - start
