@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rnncli.config import Config, resolve
+from rnncli.config import Config, load_toml, resolve
 from rnncli.errors import RnncliError
 
 CONFIGS = Path(__file__).parent.parent / "configs"
@@ -67,6 +67,8 @@ def test_shipped_configs_load(path):
 
 def test_default_toml_holds_the_defaults():
     assert resolve(CONFIGS / "default.toml") == Config()
+    written = {section: set(keys) for section, keys in load_toml(CONFIGS / "default.toml").items()}
+    assert written == {section: set(values) for section, values in Config().to_dict().items()}  # every key
 
 
 def test_help_does_not_import_torch():
