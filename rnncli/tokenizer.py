@@ -31,6 +31,9 @@ def _blank_tokenizer():
     return tok
 
 
+CHUNK = 4096  # texts handed to `tokenizers` at once
+
+
 def train_tokenizer(texts: list[str], min_freq: int = 1, max_vocab: int = 50000):
     """Learn the vocabulary from training texts only (validation words stay unknown, as at serving).
 
@@ -43,9 +46,11 @@ def train_tokenizer(texts: list[str], min_freq: int = 1, max_vocab: int = 50000)
     counter = _blank_tokenizer()
     counter.train_from_iterator(texts, trainer=WordLevelTrainer(
         vocab_size=2**31 - 1, min_frequency=1, special_tokens=[PAD, UNK], show_progress=False))
-    ids = [e.ids for e in _encode_batch(counter, texts)]
-    counts = np.bincount(np.fromiter((i for row in ids for i in row), dtype=np.int64),
-                         minlength=counter.get_vocab_size())
+    counts = np.zeros(counter.get_vocab_size(), dtype=np.int64)
+    for chunk in range(0, len(texts), CHUNK):  # a chunk at a time, as in encode()
+        ids = np.fromiter((i for e in _encode_batch(counter, texts[chunk: chunk + CHUNK]) for i in e.ids),
+                          dtype=np.int64)
+        counts += np.bincount(ids, minlength=len(counts))
     words = sorted(((int(counts[i]), w) for w, i in counter.get_vocab().items() if i > UNK_ID),
                    key=lambda cw: (-cw[0], cw[1]))
     kept = [w for c, w in words if c >= min_freq][: max(max_vocab - 2, 0)]
@@ -96,14 +101,20 @@ class Encoded:
 
 
 def encode(tok, texts: list[str], max_length: int) -> Encoded:
-    """Encode texts, keeping the first `max_length` tokens; an empty text becomes one <unk>."""
-    encodings = _encode_batch(tok, texts)
-    full = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+    """Encode texts, keeping the first `max_length` tokens; an empty text becomes one <unk>.
+
+    Texts go through `tokenizers` a chunk at a time: its Encoding objects cost about 100 bytes a
+    token, which for all of IMDB at once would be most of the training run's memory.
+    """
+    full_parts, id_parts = [], []
+    for chunk in range(0, len(texts), CHUNK):
+        encodings = _encode_batch(tok, texts[chunk: chunk + CHUNK])
+        full_parts.append(np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings)))
+        id_parts.extend(np.asarray(e.ids[:max_length] or [UNK_ID], dtype=np.int64) for e in encodings)
+        del encodings
+    full = np.concatenate(full_parts) if full_parts else np.zeros(0, dtype=np.int64)
     lengths = np.clip(full, 1, max_length)
     starts = np.zeros(len(texts), dtype=np.int64)
     np.cumsum(lengths[:-1], out=starts[1:])
-    ids = np.full(int(lengths.sum()), UNK_ID, dtype=np.int64)
-    for start, n, e in zip(starts, lengths, encodings):
-        if e.ids:
-            ids[start: start + n] = e.ids[:n]
+    ids = np.concatenate(id_parts) if id_parts else np.zeros(0, dtype=np.int64)
     return Encoded(ids=ids, starts=starts, lengths=lengths, full_lengths=full)
