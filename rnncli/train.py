@@ -27,6 +27,7 @@ from rnncli.errors import RnncliError
 from rnncli.evaluate import Metrics, evaluate
 from rnncli.model import RNNClassifier
 from rnncli.tokenizer import UNK_ID, Encoded, encode, load_tokenizer, train_tokenizer
+from rnncli.vectors import Vectors, read_vectors
 
 
 @dataclass
@@ -124,12 +125,34 @@ def seed_everything(seed: int) -> None:
 
 
 def make_optimizer(model, config: Config):
-    params = model.parameters()
+    params = [p for p in model.parameters() if p.requires_grad]  # a frozen embedding is left out
     kw = {"lr": config.train.lr, "weight_decay": config.train.weight_decay}
     try:
         return torch.optim.AdamW(params, fused=True, **kw)
     except (RuntimeError, TypeError):  # pragma: no cover - older torch or an unsupported device
-        return torch.optim.AdamW(model.parameters(), foreach=True, **kw)
+        return torch.optim.AdamW(params, foreach=True, **kw)
+
+
+def init_embedding(embedding: torch.nn.Embedding, vectors: Vectors) -> None:
+    """Covered rows take the vectors; the others keep their random init, scaled to the vectors'
+    standard deviation (as Kim 2014 does for unknown words), so no row dwarfs the pretrained ones.
+    The padding row (id 0) stays zero."""
+    weight = embedding.weight
+    covered = torch.from_numpy(vectors.covered).to(weight.device)
+    known = torch.from_numpy(vectors.values[vectors.covered]).to(weight)
+    rest = ~covered
+    rest[0] = False
+    with torch.no_grad():
+        std = float(known.std()) if known.numel() > 1 else 0.0
+        if std > 0:
+            weight[rest] *= std
+        weight[covered] = known
+        weight[0] = 0.0
+
+
+def vectors_note(path: str, vectors: Vectors, frozen: bool) -> str:
+    return (f"vectors {path}: {int(vectors.covered.sum()):,} of {vectors.words:,} vocabulary words covered "
+            f"({vectors.coverage:.1%}), {'frozen' if frozen else 'fine-tuned'}")
 
 
 def versions() -> dict[str, str]:
@@ -154,6 +177,8 @@ def train(config: Config | None = None, progress: Progress | None = None, resume
         config = from_dict(saved_meta["config"], where=str(out / checkpoint.CONFIG))
         saved = checkpoint.load_resume(out)
     tc = config.train
+    if config.model.freeze_vectors and not config.model.vectors:
+        raise RnncliError("--freeze-vectors needs --vectors FILE: a frozen random embedding would never learn")
     device = resolve_device(tc.device)
     if saved is None:
         out = Path(tc.out) if tc.out else default_out(config.data.dataset)
@@ -177,9 +202,15 @@ def train(config: Config | None = None, progress: Progress | None = None, resume
                for name, split in corpus.splits.items()}
     vocab_size = tokenizer.get_vocab_size()
     run = Run(out=out, config=config, report=data_report(corpus, encoded, vocab_size, config.data.max_length))
+    vectors = None
+    if saved is None and config.model.vectors:  # on --resume the weights come from the checkpoint
+        vectors = read_vectors(config.model.vectors, tokenizer.get_vocab(), config.model.embed)
+        run.report.notes.append(vectors_note(config.model.vectors, vectors, config.model.freeze_vectors))
     progress.report(run.report)
 
     model = RNNClassifier(config.model, vocab_size=vocab_size, num_classes=len(corpus.labels)).to(device)
+    if vectors is not None:
+        init_embedding(model.embedding, vectors)
     optimizer = make_optimizer(model, config)
     weight = None
     if tc.class_weights == "auto":
