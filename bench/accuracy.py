@@ -21,6 +21,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+VECTORS_DIM = 100
+# word vectors built by bench/vectors.py on first use and kept in bench/vectors/ (git ignores it)
+VECTORS = ROOT / "bench" / "vectors" / f"imdb-sst2-{VECTORS_DIM}d.vec"
 RUNS = [  # data set, config file (None: defaults), extra overrides
     ("builtin", None, {}),
     ("sst2", ROOT / "configs" / "default.toml", {}),
