@@ -7,6 +7,8 @@ For each data set it writes the exact splits rnncli trains on (IMDB: validation 
 seeded, as `rnncli train` does) to a temporary folder, trains each config listed below on it, and
 runs `../shared/bench/peers.py` (fastText, TF-IDF + logistic regression) on the same files.
 `--quick` caps every config at 2 epochs and IMDB at 5,000 reviews: under ten minutes on two cores.
+Configs that need word vectors get bench/vectors.py's file, built on first use (about 4.5 minutes)
+and kept in bench/vectors/.
 """
 
 from __future__ import annotations
@@ -21,13 +23,18 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+VECTORS_DIM = 100
+# word vectors built by bench/vectors.py on first use and kept in bench/vectors/ (git ignores it)
+VECTORS = ROOT / "bench" / "vectors" / f"imdb-sst2-{VECTORS_DIM}d.vec"
 RUNS = [  # data set, config file (None: defaults), extra overrides
     ("builtin", None, {}),
     ("sst2", ROOT / "configs" / "default.toml", {}),
     ("sst2", ROOT / "configs" / "sst2.toml", {}),
     ("imdb", ROOT / "configs" / "default.toml", {}),
     ("imdb", ROOT / "configs" / "imdb.toml", {}),
+    ("sst2", ROOT / "configs" / "sst2-gru.toml", {"vectors": str(VECTORS)}),
     ("sst5", ROOT / "configs" / "sst5.toml", {}),
+    ("sst5", ROOT / "configs" / "sst5-gru.toml", {"vectors": str(VECTORS)}),
 ]
 
 
@@ -75,6 +82,12 @@ def main() -> None:
     from rnncli.config import resolve
     from rnncli.train import train
 
+    if any(extra.get("vectors") == str(VECTORS) for _, _, extra in RUNS) and not VECTORS.exists():
+        start = time.perf_counter()
+        subprocess.run([sys.executable, str(ROOT / "bench" / "vectors.py"), "--data", str(a.data),
+                        "--dim", str(VECTORS_DIM), "--out", str(VECTORS)], check=True)
+        print(f"built {VECTORS} in {time.perf_counter() - start:.0f}s", file=sys.stderr, flush=True)
+
     table = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -90,7 +103,8 @@ def main() -> None:
             start = time.perf_counter()
             run = train(config)
             best = next(e for e in run.history if e.epoch == run.best_epoch)
-            table.append((name, config_file.name if config_file else "defaults", config.model.cell,
+            label = (config_file.name if config_file else "defaults") + (" + vectors" if config.model.vectors else "")
+            table.append((name, label, config.model.cell,
                           f"{config.model.nonlinearity}/{config.model.init}/{config.model.pool}",
                           f"{run.best_epoch}/{len(run.history)}", time.perf_counter() - start,
                           best.accuracy, best.macro_f1))

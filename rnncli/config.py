@@ -63,6 +63,11 @@ class ModelConfig:
     dropout: float = _f(0.2, "Dropout on embeddings, between layers and before the head.", min=0.0, max=0.95)
     init: str = _f("orthogonal", "Recurrent weight init: PyTorch's default, orthogonal, or identity "
                    "(Le et al. 2015, for relu rnn).", choices=INITS)
+    vectors: str = _f("", "Pretrained word vectors (word2vec/GloVe text: `word v1 ... vD` per line, optional "
+                      "`N D` header) for the embedding rows of the words they cover; D must equal --embed. "
+                      "Read once at the start of training: the model folder holds the weights.")
+    freeze_vectors: bool = _f(False, "Keep the embedding fixed during training (needs --vectors); "
+                              "otherwise the vectors are fine-tuned.")
 
 
 @dataclass

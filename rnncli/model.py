@@ -34,6 +34,7 @@ class RNNClassifier(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden * self.directions, num_classes)
         self._init_recurrent(config.init)
+        self.embedding.weight.requires_grad_(not config.freeze_vectors)
         # Gradients that fade over many steps reach denormal floats, which make CPU matrix products
         # some 20x slower; flushing them to zero changes no result that matters.
         torch.set_flush_denormal(True)

@@ -60,6 +60,14 @@ def train_tokenizer(texts: list[str], min_freq: int = 1, max_vocab: int = 50000)
     return tok
 
 
+def split_words(texts):
+    """Each text as the words the vocabulary is made of (normalized and split as `train_tokenizer`
+    does): for tools that learn from the same words, such as bench/vectors.py."""
+    tok = _blank_tokenizer()
+    for text in texts:
+        yield [w for w, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text))]
+
+
 def _encode_batch(tok, texts: list[str]):
     fast = getattr(tok, "encode_batch_fast", None)  # skips character offsets we never use
     return (fast or tok.encode_batch)(texts, add_special_tokens=False)

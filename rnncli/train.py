@@ -31,6 +31,7 @@ from rnncli.evaluate import Metrics, evaluate
 from rnncli.model import RNNClassifier
 from rnncli.streaming import open_stream
 from rnncli.tokenizer import UNK_ID, Encoded, encode, load_tokenizer, train_tokenizer
+from rnncli.vectors import Vectors, read_vectors
 
 
 @dataclass
@@ -129,12 +130,34 @@ def seed_everything(seed: int) -> None:
 
 
 def make_optimizer(model, config: Config):
-    params = model.parameters()
+    params = [p for p in model.parameters() if p.requires_grad]  # a frozen embedding is left out
     kw = {"lr": config.train.lr, "weight_decay": config.train.weight_decay}
     try:
         return torch.optim.AdamW(params, fused=True, **kw)
     except (RuntimeError, TypeError):  # pragma: no cover - older torch or an unsupported device
-        return torch.optim.AdamW(model.parameters(), foreach=True, **kw)
+        return torch.optim.AdamW(params, foreach=True, **kw)
+
+
+def init_embedding(embedding: torch.nn.Embedding, vectors: Vectors) -> None:
+    """Covered rows take the vectors; the others keep their random init, scaled to the vectors'
+    standard deviation (as Kim 2014 does for unknown words), so no row dwarfs the pretrained ones.
+    The padding row (id 0) stays zero."""
+    weight = embedding.weight
+    covered = torch.from_numpy(vectors.covered).to(weight.device)
+    known = torch.from_numpy(vectors.values[vectors.covered]).to(weight)
+    rest = ~covered
+    rest[0] = False
+    with torch.no_grad():
+        std = float(known.std()) if known.numel() > 1 else 0.0
+        if std > 0:
+            weight[rest] *= std
+        weight[covered] = known
+        weight[0] = 0.0
+
+
+def vectors_note(path: str, vectors: Vectors, frozen: bool) -> str:
+    return (f"vectors {path}: {int(vectors.covered.sum()):,} of {vectors.words:,} vocabulary words covered "
+            f"({vectors.coverage:.1%}), {'frozen' if frozen else 'fine-tuned'}")
 
 
 def mixed_precision(precision: str, device):
@@ -177,6 +200,8 @@ def train(config: Config | None = None, progress: Progress | None = None, resume
         config = from_dict(saved_meta["config"], where=str(resume / checkpoint.CONFIG))
         saved = checkpoint.load_resume(resume)
     tc = config.train
+    if config.model.freeze_vectors and not config.model.vectors:
+        raise RnncliError("--freeze-vectors needs --vectors FILE: a frozen random embedding would never learn")
     device = resolve_device(ddp.device_spec(tc.device, dist))
     autocast, scaler = mixed_precision(tc.precision, device)
     ddp.start(dist, device)
@@ -227,9 +252,15 @@ def _train(config, progress, out, saved, dist, device, autocast, scaler) -> Run:
     if dc.streaming:  # the stream's length is unknown until it has been read
         rename = lambda d: {("train (first rows)" if k == "train" else k): v for k, v in d.items()}
         run.report.rows, run.report.class_counts = rename(run.report.rows), rename(run.report.class_counts)
+    vectors = None
+    if saved is None and config.model.vectors:  # on --resume the weights come from the checkpoint
+        vectors = read_vectors(config.model.vectors, tokenizer.get_vocab(), config.model.embed)
+        run.report.notes.append(vectors_note(config.model.vectors, vectors, config.model.freeze_vectors))
     progress.report(run.report)
 
     model = RNNClassifier(config.model, vocab_size=vocab_size, num_classes=len(corpus.labels)).to(device)
+    if vectors is not None:
+        init_embedding(model.embedding, vectors)
     step_model = model
     if dist.active:
         from torch.nn.parallel import DistributedDataParallel

@@ -113,3 +113,14 @@ def test_encode_never_fails_on_any_text(texts, max_length):
     assert len(enc.ids) == enc.lengths.sum()
     assert ((0 <= enc.ids) & (enc.ids < VOCAB.get_vocab_size())).all()
     assert PAD_ID not in enc.ids.tolist()  # padding is the batcher's business, never a token
+
+
+def test_split_words_gives_the_vocabulary_words():
+    """bench/vectors.py learns vectors from these words, so they must be the tokenizer's own."""
+    from rnncli.tokenizer import split_words, train_tokenizer
+
+    texts = ["It's a <br />Film!", "does n't work"]
+    words = list(split_words(texts))
+    assert words == [["it", "'", "s", "a", "film", "!"], ["does", "n", "'", "t", "work"]]
+    vocab = train_tokenizer(texts).get_vocab()
+    assert {w for row in words for w in row} == vocab.keys() - {"<pad>", "<unk>"}

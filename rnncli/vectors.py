@@ -1,0 +1,105 @@
+"""Pretrained word vectors from a word2vec / GloVe text file, for the rows of one vocabulary.
+
+The file holds `word v1 ... vD` per line, separated by spaces, after an optional header line `N D`
+(word2vec and fastText `.vec` files have one, GloVe files do not). It is read line by line and only
+the lines of vocabulary words are parsed, so a multi-GB file never sits in memory. A word the file
+lacks in the vocabulary's (lowercased) spelling may be matched by its lowercased form ("Film" fills
+"film" when no "film" line exists).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rnncli.errors import RnncliError
+
+
+@dataclass
+class Vectors:
+    values: np.ndarray  # (vocab, dim) float32; rows not covered are zero
+    covered: np.ndarray  # (vocab,) bool: the rows the file filled
+    words: int  # vocabulary words that could be covered (special tokens excluded)
+
+    @property
+    def coverage(self) -> float:
+        return int(self.covered.sum()) / max(self.words, 1)
+
+
+def _header(fields: list[str]) -> int | None:
+    """The dimension of a word2vec header line `N D`, or None when the line is a vector."""
+    if len(fields) == 2 and all(f.isdigit() for f in fields):
+        return int(fields[1])
+    return None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def read_vectors(path: str | Path, vocab: dict[str, int], dim: int, skip: int = 2) -> Vectors:
+    """The vectors of the words in `vocab` (word -> row id), each of `dim` numbers.
+
+    Ids below `skip` (`<pad>` and `<unk>`) are never filled. Raises RnncliError naming the file for a
+    missing or unreadable file, a malformed line (with its number), a dimension other than `dim`, or
+    a file that covers no vocabulary word.
+    """
+    path = Path(path)
+    size = max(vocab.values(), default=-1) + 1
+    values = np.zeros((size, dim), dtype=np.float32)
+    covered = np.zeros(size, dtype=bool)
+    exact = np.zeros(size, dtype=bool)  # filled by the word's own spelling, not a case variant
+    file_dim = None
+    try:
+        with path.open(encoding="utf-8", errors="surrogateescape") as fh:
+            for number, line in enumerate(fh, start=1):
+                word, _, rest = line.rstrip("\r\n").partition(" ")
+                if file_dim is None:
+                    fields = line.split()
+                    if not fields:
+                        continue
+                    file_dim = _header(fields) if number == 1 else None
+                    if file_dim is None:
+                        file_dim = len(fields) - 1
+                    if file_dim != dim:
+                        raise RnncliError(f"{path}: vectors have {file_dim} dimensions but --embed is {dim}; "
+                                          f"pass --embed {file_dim}")
+                    if number == 1 and _header(fields) is not None:
+                        continue
+                row = vocab.get(word)
+                own = row is not None
+                if not own:
+                    row = vocab.get(word.lower())
+                if row is None or row < skip or exact[row] or (covered[row] and not own):
+                    continue
+                numbers = rest.split()
+                if len(numbers) > dim and not all(_is_number(x) for x in numbers[:-dim]):
+                    continue  # a token holding spaces (GloVe 840B has a few): never a vocabulary word
+                if len(numbers) != dim:
+                    raise RnncliError(f"{path}: line {number}: expected a word and {dim} numbers, "
+                                      f"found {len(numbers)} numbers")
+                try:
+                    values[row] = np.array(numbers, dtype=np.float32)
+                except ValueError:
+                    raise RnncliError(f"{path}: line {number}: not a number among the values of "
+                                      f"{word!r}") from None
+                covered[row] = True
+                exact[row] |= own
+    except FileNotFoundError:
+        raise RnncliError(f"{path}: vectors file not found") from None
+    except IsADirectoryError:
+        raise RnncliError(f"{path}: is a folder, not a vectors file") from None
+    except OSError as e:
+        raise RnncliError(f"{path}: cannot read the vectors file ({e.strerror})") from None
+    if file_dim is None:
+        raise RnncliError(f"{path}: the vectors file is empty")
+    words = sum(1 for i in vocab.values() if i >= skip)
+    if not covered.any():
+        raise RnncliError(f"{path}: no word of the vocabulary ({words:,} words) has a vector in this file")
+    return Vectors(values=values, covered=covered, words=words)
