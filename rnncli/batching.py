@@ -72,3 +72,16 @@ def sorted_padded_batches(enc: Encoded, batch_size: int
         gather = np.minimum(enc.starts[idx][:, None] + cols, len(enc.ids) - 1)  # (batch, seq)
         ids = np.where(cols < lengths[:, None], enc.ids[gather], 0)  # 0 = <pad>
         yield idx, torch.from_numpy(np.ascontiguousarray(ids.T)), torch.from_numpy(lengths)
+
+
+def packed(enc: Encoded, rows: np.ndarray) -> tuple[np.ndarray, torch.Tensor, list[int]]:
+    """The texts at `rows` packed for `RNNClassifier.packed_logits`: (their order, longest first;
+    ids (tokens,): step 0 of every text, then step 1 of those that long, ...; texts per step)."""
+    lengths = enc.lengths[rows]
+    order = np.argsort(-lengths, kind="stable")
+    ordered = lengths[order]
+    sizes = len(rows) - np.cumsum(np.bincount(ordered, minlength=int(ordered[0]) + 1))[: int(ordered[0])]
+    step = np.repeat(np.arange(len(sizes)), sizes)  # (tokens,) the step of each packed token
+    text = np.arange(len(step)) - np.repeat(np.cumsum(sizes) - sizes, sizes)  # its text, in `order`
+    ids = enc.ids[enc.starts[rows[order]][text] + step]
+    return rows[order], torch.from_numpy(ids), sizes.tolist()

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from rnncli.batching import LengthBuckets, sorted_padded_batches
+from rnncli.batching import LengthBuckets, packed, sorted_padded_batches
 from rnncli.tokenizer import Encoded
 
 
@@ -60,6 +60,9 @@ def scores_of(confusion: np.ndarray) -> dict:
     }
 
 
+PACKED_TEXTS = 4096  # texts per packed inference chunk
+
+
 @torch.inference_mode()
 def logits_of(model, enc: Encoded, batch_size: int = 128, device=None) -> torch.Tensor:
     """Logits for every text, in input order: (texts, classes), float32 on the CPU."""
@@ -67,7 +70,12 @@ def logits_of(model, enc: Encoded, batch_size: int = 128, device=None) -> torch.
     was_training = model.training
     model.eval()
     out = torch.empty(len(enc), model.head.out_features)
-    if model.directions == 1:  # padding after a text cannot reach it: fewer, fuller batches
+    if getattr(model, "packable", False) and len(enc):
+        # packed: no padding and few steps, so a big chunk of texts at a time
+        for chunk in np.array_split(np.arange(len(enc)), -(-len(enc) // PACKED_TEXTS)):
+            idx, ids, sizes = packed(enc, chunk)
+            out[torch.from_numpy(idx)] = model.packed_logits(ids, sizes).float()  # (texts, classes)
+    elif model.directions == 1:  # padding after a text cannot reach it: fewer, fuller batches
         for idx, ids, lengths in sorted_padded_batches(enc, batch_size):
             out[torch.from_numpy(idx)] = model(ids.to(device), lengths).float().cpu()  # (batch, classes)
     else:

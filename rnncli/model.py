@@ -91,6 +91,32 @@ class RNNClassifier(nn.Module):
         out, _ = self.encode(ids, lengths)
         return self.head(self.dropout(self.pool(out, lengths)))  # (batch, classes)
 
+    @property
+    def packable(self) -> bool:
+        """Whether `packed_logits` serves this model: a one-direction rnn cell on the CPU."""
+        return (self.fused and self.directions == 1 and isinstance(self.rnn, nn.RNN)
+                and self.head.weight.device.type == "cpu")
+
+    @torch.inference_mode()
+    def packed_logits(self, ids: torch.Tensor, batch_sizes: list[int]) -> torch.Tensor:
+        """Inference on packed texts (see `recurrence.run_packed`): ids (tokens,) -> logits (texts,
+        classes), texts in the packed order, longest first."""
+        texts = batch_sizes[0]
+        sizes = torch.tensor(batch_sizes)
+        step_start = torch.cumsum(sizes, 0) - sizes  # (steps,) where each step's rows begin
+        lengths = (sizes[None, :] > torch.arange(texts)[:, None]).sum(1)  # (texts,) longest first
+        out = recurrence.run_packed(self.rnn, self.embedding(ids), batch_sizes)  # (tokens, hidden)
+        if self.config.pool == "last":
+            pooled = out[step_start[lengths - 1] + torch.arange(texts)]  # (texts, hidden)
+        else:
+            text_of = torch.arange(len(ids)) - torch.repeat_interleave(step_start, sizes)  # (tokens,)
+            pooled = out.new_zeros(texts, out.shape[1])
+            if self.config.pool == "mean":
+                pooled.index_add_(0, text_of, out).div_(lengths[:, None].to(out.dtype))
+            else:
+                pooled.fill_(float("-inf")).scatter_reduce_(0, text_of[:, None].expand_as(out), out, "amax")
+        return self.head(pooled)  # (texts, classes)
+
     def step_logits(self, ids: torch.Tensor) -> torch.Tensor:
         """Logits after every prefix, read from `out` at each step: (seq, batch, classes).
 

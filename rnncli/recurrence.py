@@ -76,6 +76,32 @@ def supported(rnn: nn.Module, x: torch.Tensor) -> bool:
     return isinstance(rnn, nn.RNN) and x.device.type == "cpu" and not rnn.batch_first and not rnn.proj_size
 
 
+def run_packed(rnn: nn.RNN, x: torch.Tensor, batch_sizes: list[int]) -> torch.Tensor:
+    """Inference on packed texts, one direction: x (tokens, features) holds step 0 of every text,
+    then step 1 of the texts that long, ... with texts sorted longest first, as in a PackedSequence;
+    batch_sizes[t] texts run at step t. Returns `out` in the same layout: (tokens, hidden).
+
+    No padding is computed, and a whole data set takes only as many steps as its longest text.
+    """
+    relu = rnn.nonlinearity == "relu"
+    act = torch.relu_ if relu else torch.tanh_
+    starts = [0]
+    for n in batch_sizes[:-1]:
+        starts.append(starts[-1] + n)
+    for layer in range(rnn.num_layers):
+        w_ih, w_hh = getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"weight_hh_l{layer}")
+        bias = getattr(rnn, f"bias_ih_l{layer}") + getattr(rnn, f"bias_hh_l{layer}") if rnn.bias else \
+            x.new_zeros(rnn.hidden_size)
+        out = torch.addmm(bias, x, w_ih.t())  # (tokens, hidden): every step's input term at once
+        w_hh_t = w_hh.t()
+        act(out[: batch_sizes[0]])  # h_0 = 0
+        for t in range(1, len(batch_sizes)):
+            n = batch_sizes[t]
+            act(out[starts[t]: starts[t] + n].addmm_(out[starts[t - 1]: starts[t - 1] + n], w_hh_t))  # (n, hidden)
+        x = out
+    return x
+
+
 def run(rnn: nn.RNN, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Same contract as `rnn(x)` with h0 = 0: out (seq, batch, hidden x dirs), h_n (layers x dirs, batch, hidden)."""
     relu = rnn.nonlinearity == "relu"

@@ -65,3 +65,33 @@ def test_explainable_only_for_one_direction_and_last_pooling():
     assert build().explainable
     assert not build(bidirectional=True).explainable
     assert not build(pool="mean").explainable
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    pool=st.sampled_from(["last", "mean", "max"]),
+    nonlinearity=st.sampled_from(["tanh", "relu"]),
+    layers=st.integers(1, 3),
+    lengths=st.lists(st.integers(1, 7), min_size=1, max_size=6),
+    seed=st.integers(0, 10_000),
+)
+def test_packed_inference_matches_one_text_at_a_time(pool, nonlinearity, layers, lengths, seed):
+    """Evaluation packs many texts into one run without padding; each answer is the text's own."""
+    import numpy as np
+
+    from rnncli.batching import packed
+    from rnncli.tokenizer import Encoded
+
+    model = build(pool=pool, nonlinearity=nonlinearity, layers=layers)
+    assert model.packable
+    g = torch.Generator().manual_seed(seed)
+    lengths = np.array(lengths)
+    enc = Encoded(ids=torch.randint(1, VOCAB, (int(lengths.sum()),), generator=g).numpy(),
+                  starts=np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths=lengths, full_lengths=lengths)
+    order, ids, sizes = packed(enc, np.arange(len(lengths)))
+    assert sorted(order.tolist()) == list(range(len(lengths))) and sum(sizes) == lengths.sum()
+    logits = model.packed_logits(ids, sizes)  # (texts, classes), longest first
+    with torch.no_grad():
+        for row, i in enumerate(order):
+            alone = model(torch.from_numpy(enc.text(i))[:, None])  # (1, classes)
+            torch.testing.assert_close(logits[row], alone[0], atol=1e-5, rtol=0)
