@@ -234,7 +234,9 @@ def train(
     With no options it trains on the built-in corpus, offline. Examples:
     rnncli train --layers 2 --hidden 30;
     rnncli train --dataset ../shared/data/sst2 --epochs 3;
-    rnncli train --config configs/imdb.toml --dataset ../shared/data/imdb
+    rnncli train --config configs/imdb.toml --dataset ../shared/data/imdb;
+    rnncli train --streaming --dataset big-folder/ (a buffer at a time);
+    torchrun --nproc_per_node 2 -m rnncli train ... (data-parallel, one folder written)
     """
     flags = {k: v for k, v in locals().items() if k not in ("config", "resume")}
     from rnncli.config import resolve
