@@ -60,7 +60,7 @@ def scores_of(confusion: np.ndarray) -> dict:
     }
 
 
-PACKED_TEXTS = 4096  # texts per packed inference chunk
+PACKED_TOKENS = 65536  # tokens per packed inference chunk: 32 MB per (tokens, 128) float tensor
 
 
 @torch.inference_mode()
@@ -71,8 +71,11 @@ def logits_of(model, enc: Encoded, batch_size: int = 128, device=None) -> torch.
     model.eval()
     out = torch.empty(len(enc), model.head.out_features)
     if getattr(model, "packable", False) and len(enc):
-        # packed: no padding and few steps, so a big chunk of texts at a time
-        for chunk in np.array_split(np.arange(len(enc)), -(-len(enc) // PACKED_TEXTS)):
+        # packed: no padding and few steps, so large chunks; bounded in tokens, since each layer's
+        # output for the whole chunk is held at once: (tokens, hidden)
+        ends = np.cumsum(enc.lengths)
+        cuts = np.searchsorted(ends, np.arange(PACKED_TOKENS, int(ends[-1]), PACKED_TOKENS), side="right")
+        for chunk in np.split(np.arange(len(enc)), np.unique(cuts[(cuts > 0) & (cuts < len(enc))])):
             idx, ids, sizes = packed(enc, chunk)
             out[torch.from_numpy(idx)] = model.packed_logits(ids, sizes).float()  # (texts, classes)
     elif model.directions == 1:  # padding after a text cannot reach it: fewer, fuller batches

@@ -101,3 +101,21 @@ def test_evaluation_repeats_the_best_epochs_validation_score(tiny_model):
     assert m.accuracy == best["accuracy"]
     assert m.macro_f1 == pytest.approx(best["macro_f1"])
     assert m.loss == pytest.approx(best["loss"], abs=1e-5)
+
+
+def test_packed_chunks_give_the_padded_answers(monkeypatch):
+    """Inference packs texts in chunks bounded by tokens; any chunking gives the padded path's logits."""
+    from rnncli import evaluate as ev
+
+    model = RNNClassifier(ModelConfig(embed=11, hidden=13, layers=2, dropout=0.0), 37, 3).eval()
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 40, 200)
+    enc = Encoded(ids=rng.integers(1, 37, lengths.sum()), starts=np.concatenate([[0], np.cumsum(lengths)[:-1]]),
+                  lengths=lengths, full_lengths=lengths)
+    whole = ev.logits_of(model, enc)
+    monkeypatch.setattr(ev, "PACKED_TOKENS", 100)  # about 5 texts a chunk
+    chunked = ev.logits_of(model, enc)
+    model.fused = False  # nn.RNN over padded batches
+    padded = ev.logits_of(model, enc)
+    torch.testing.assert_close(whole, chunked, atol=1e-5, rtol=0)
+    torch.testing.assert_close(whole, padded, atol=1e-5, rtol=0)
