@@ -146,7 +146,14 @@ def evaluate_folder(model_dir: str = "runs/latest", dataset: str | None = None, 
     cfg = loaded.config
     dataset = dataset or loaded.meta.get("dataset", {}).get("source") or cfg.data.dataset
     data_cfg = dataclasses.replace(cfg.data, dataset=dataset)
-    corpus = load_corpus(data_cfg, seed=cfg.train.seed, known_labels=loaded.labels, need_train=False)
+    if cfg.data.streaming and dataset in (cfg.data.dataset, loaded.meta.get("dataset", {}).get("source")):
+        # the model's own streamed data: the same validation rows as training (carved from the
+        # stream's first rows), without reading the whole training split
+        from rnncli.streaming import open_stream
+
+        corpus = open_stream(data_cfg, seed=cfg.train.seed, known_labels=loaded.labels)
+    else:
+        corpus = load_corpus(data_cfg, seed=cfg.train.seed, known_labels=loaded.labels, need_train=False)
     split = split or ("test" if "test" in corpus.splits else "validation")
     if split not in corpus.splits:
         raise RnncliError(f"{dataset}: no split {split!r} (found: {', '.join(corpus.splits)})")

@@ -72,8 +72,11 @@ class StreamedCorpus:
         return ids
 
 
-def open_stream(config: DataConfig, seed: int = 0) -> StreamedCorpus:
-    """Open the data set as streams; read the vocabulary sample and the small splits."""
+def open_stream(config: DataConfig, seed: int = 0, known_labels: list[str] | None = None) -> StreamedCorpus:
+    """Open the data set as streams; read the vocabulary sample and the small splits.
+
+    `known_labels` (a trained model's) fixes the label ids, as in `data.load_corpus`.
+    """
     dsd, source = open_dataset(config.dataset, streaming=True)
     where = config.dataset
     if "train" not in dsd:
@@ -117,7 +120,7 @@ def open_stream(config: DataConfig, seed: int = 0) -> StreamedCorpus:
             raw[name] = (rows[text_col], rows[label_col])
     notes = [f"streaming: vocabulary and labels from the first {len(values):,} training rows"]
     strings = any(isinstance(v, str) for v in values)
-    labels, raw = label_ids(raw, names, None, where, notes)
+    labels, raw = label_ids(raw, names, known_labels, where, notes)
     kept = [o for o, v in zip(origin, values) if v is not None and v != -1]  # label_ids drops unlabeled rows
     splits = {name: Split(["" if t is None else str(t) for t in t_], ids) for name, (t_, ids) in raw.items()}
     sample = splits.pop("train")

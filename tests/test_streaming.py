@@ -116,3 +116,17 @@ def test_builtin_streams_too():
     assert len(corpus.sample) == 500 and "test" in corpus.splits
     assert sum(len(c) for c in corpus.chunks(buffer=3000, seed=0, epoch=1)) == 8000
     assert np.array_equal(np.unique(corpus.sample.labels), [0, 1])
+
+
+def test_eval_of_a_streamed_model_scores_the_rows_training_held_out(tmp_path, monkeypatch):
+    """No validation split: training carved it from the stream's first rows; eval must carve the same."""
+    from rnncli.evaluate import evaluate_folder
+
+    monkeypatch.chdir(tmp_path)
+    path = write_csv(tmp_path / "r.csv", ["text", "label"], reviews(600, seed=8))
+    run = train(resolve(None, {"embed": 11, "hidden": 13, "batch_size": 16, "epochs": 2, "device": "cpu",
+                               "dataset": str(path), "streaming": True, "vocab_sample": 300, "out": "m"}))
+    result = evaluate_folder("m")
+    assert result.split == "validation"
+    assert result.metrics.examples == 30  # 10% of the 300-row sample, not of all 600 rows
+    assert result.metrics.accuracy == pytest.approx(run.best_accuracy)
