@@ -66,6 +66,10 @@ def start(dist: Dist, device) -> None:
     if not dist.active or td.is_initialized():
         return
     backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.set_device(device)  # NCCL's collectives (broadcast_object_list too) use the current GPU
     try:
         td.init_process_group(backend=backend, rank=dist.rank, world_size=dist.world)
     except (RuntimeError, ValueError) as e:
