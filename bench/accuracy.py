@@ -33,6 +33,7 @@ RUNS = [  # data set, config file (None: defaults), extra overrides
     ("imdb", ROOT / "configs" / "default.toml", {}),
     ("imdb", ROOT / "configs" / "imdb.toml", {}),
     ("sst2", ROOT / "configs" / "sst2-gru.toml", {"vectors": str(VECTORS)}),
+    ("sst2", ROOT / "configs" / "sst2-lstm.toml", {"vectors": str(VECTORS)}),
     ("sst5", ROOT / "configs" / "sst5.toml", {}),
     ("sst5", ROOT / "configs" / "sst5-gru.toml", {"vectors": str(VECTORS)}),
 ]
