@@ -57,6 +57,11 @@ class Corpus:
     notes: list[str] = field(default_factory=list)
 
 
+def as_texts(cells) -> list[str]:
+    """Text cells as strings; a missing cell (None) is an empty text."""
+    return ["" if t is None else str(t) for t in cells]
+
+
 def open_dataset(spec: str, streaming: bool = False):
     """A `datasets.DatasetDict` for a data spec, or a one-line error saying what to use instead.
 
@@ -165,8 +170,7 @@ def load_corpus(config: DataConfig, seed: int = 0, known_labels: list[str] | Non
 
     splits = {}
     for name, (texts, ids) in raw.items():
-        texts = ["" if t is None else str(t) for t in texts]
-        splits[name] = Split(texts, ids)
+        splits[name] = Split(as_texts(texts), ids)
     if need_train and len(splits["train"]) == 0:
         raise RnncliError(f"{where}: the train split is empty")
     if "validation" not in splits and len(splits.get("train", ())):

@@ -144,9 +144,10 @@ def evaluate_folder(model_dir: str = "runs/latest", dataset: str | None = None, 
 
     loaded = load(model_dir, device=str(resolve_device(device)))
     cfg = loaded.config
-    dataset = dataset or loaded.meta.get("dataset", {}).get("source") or cfg.data.dataset
+    source = loaded.meta.get("dataset", {}).get("source")
+    dataset = dataset or source or cfg.data.dataset
     data_cfg = dataclasses.replace(cfg.data, dataset=dataset)
-    if cfg.data.streaming and dataset in (cfg.data.dataset, loaded.meta.get("dataset", {}).get("source")):
+    if cfg.data.streaming and dataset in (cfg.data.dataset, source):
         # the model's own streamed data: the same validation rows as training (carved from the
         # stream's first rows), without reading the whole training split
         from rnncli.streaming import open_stream

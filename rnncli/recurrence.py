@@ -71,6 +71,14 @@ def locked_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return x * keep / (1 - p)
 
 
+def _weights(rnn: nn.RNN, suffix: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """W_ih, W_hh and the summed bias of one layer and direction (suffix `_l0`, `_l1_reverse`, ...)."""
+    w_ih, w_hh = getattr(rnn, "weight_ih" + suffix), getattr(rnn, "weight_hh" + suffix)
+    bias = getattr(rnn, "bias_ih" + suffix) + getattr(rnn, "bias_hh" + suffix) if rnn.bias else \
+        w_hh.new_zeros(rnn.hidden_size)
+    return w_ih, w_hh, bias
+
+
 def supported(rnn: nn.Module, x: torch.Tensor) -> bool:
     """The fused path covers the plain RNN cell on CPU tensors (cuDNN already fuses on CUDA)."""
     return isinstance(rnn, nn.RNN) and x.device.type == "cpu" and not rnn.batch_first and not rnn.proj_size
@@ -89,9 +97,7 @@ def run_packed(rnn: nn.RNN, x: torch.Tensor, batch_sizes: list[int]) -> torch.Te
     for n in batch_sizes[:-1]:
         starts.append(starts[-1] + n)
     for layer in range(rnn.num_layers):
-        w_ih, w_hh = getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"weight_hh_l{layer}")
-        bias = getattr(rnn, f"bias_ih_l{layer}") + getattr(rnn, f"bias_hh_l{layer}") if rnn.bias else \
-            x.new_zeros(rnn.hidden_size)
+        w_ih, w_hh, bias = _weights(rnn, f"_l{layer}")
         out = torch.addmm(bias, x, w_ih.t())  # (tokens, hidden): every step's input term at once
         w_hh_t = w_hh.t()
         act(out[: batch_sizes[0]])  # h_0 = 0
@@ -112,10 +118,7 @@ def run(rnn: nn.RNN, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     for layer in range(rnn.num_layers):
         outputs = []
         for d in range(dirs):
-            sfx = f"_l{layer}" + ("_reverse" if d else "")
-            w_ih, w_hh = getattr(rnn, "weight_ih" + sfx), getattr(rnn, "weight_hh" + sfx)
-            bias = getattr(rnn, "bias_ih" + sfx) + getattr(rnn, "bias_hh" + sfx) if rnn.bias else \
-                x.new_zeros(rnn.hidden_size)
+            w_ih, w_hh, bias = _weights(rnn, f"_l{layer}" + ("_reverse" if d else ""))
             seq_in = layer_input.flip(0) if d else layer_input  # the reverse direction reads backwards
             if torch.is_grad_enabled():
                 out = _Layer.apply(seq_in, h0, w_ih, w_hh, bias, relu)  # (seq, batch, hidden)

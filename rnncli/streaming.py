@@ -17,7 +17,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rnncli.config import DataConfig
-from rnncli.data import LABEL_COLUMNS, TEXT_COLUMNS, Split, carve_mask, find_column, label_ids, open_dataset
+from rnncli.data import (
+    LABEL_COLUMNS,
+    TEXT_COLUMNS,
+    Split,
+    as_texts,
+    carve_mask,
+    find_column,
+    label_ids,
+    open_dataset,
+)
 from rnncli.errors import RnncliError
 
 
@@ -54,8 +63,7 @@ class StreamedCorpus:
                     keep &= rows % parts == part
                 picked = np.flatnonzero(keep)
                 if len(picked):
-                    yield Split(["" if texts[i] is None else str(texts[i]) for i in picked],
-                                self._ids([values[i] for i in picked]))
+                    yield Split(as_texts(texts[i] for i in picked), self._ids([values[i] for i in picked]))
 
     def _ids(self, values: list) -> np.ndarray:
         n = len(self.labels)
@@ -122,7 +130,7 @@ def open_stream(config: DataConfig, seed: int = 0, known_labels: list[str] | Non
     strings = any(isinstance(v, str) for v in values)
     labels, raw = label_ids(raw, names, known_labels, where, notes)
     kept = [o for o, v in zip(origin, values) if v is not None and v != -1]  # label_ids drops unlabeled rows
-    splits = {name: Split(["" if t is None else str(t) for t in t_], ids) for name, (t_, ids) in raw.items()}
+    splits = {name: Split(as_texts(cells), ids) for name, (cells, ids) in raw.items()}
     sample = splits.pop("train")
     if len(sample) == 0:
         raise RnncliError(f"{where}: the train split is empty")

@@ -193,7 +193,7 @@ def train(config: Config | None = None, progress: Progress | None = None, resume
     """
     dist = ddp.from_env()
     progress = progress if progress is not None and dist.main else Progress()
-    saved = None
+    saved = saved_meta = None
     if resume is not None:
         resume = Path(resume)
         saved_meta = checkpoint.read_meta(resume)
@@ -206,16 +206,14 @@ def train(config: Config | None = None, progress: Progress | None = None, resume
     autocast, scaler = mixed_precision(tc.precision, device)
     ddp.start(dist, device)
     try:
-        return _train(config, progress, resume, saved, dist, device, autocast, scaler)
+        return _train(config, progress, resume, saved, saved_meta, dist, device, autocast, scaler)
     finally:
         ddp.stop(dist)
 
 
-def _train(config, progress, out, saved, dist, device, autocast, scaler) -> Run:
+def _train(config, progress, out, saved, saved_meta, dist, device, autocast, scaler) -> Run:
     tc = config.train
-    if saved is not None:
-        saved_meta = checkpoint.read_meta(out)
-    else:
+    if saved is None:
         problem = None
         if dist.main:
             try:

@@ -1,8 +1,5 @@
 """--streaming: the training split read a buffer at a time, the vocabulary from its first rows."""
 
-import os
-import subprocess
-import sys
 import textwrap
 from collections import Counter
 
@@ -10,6 +7,7 @@ import datasets
 import numpy as np
 import pytest
 from test_data import write_csv, write_parquet
+from test_distributed import run_torchrun
 
 from rnncli import checkpoint
 from rnncli.config import DataConfig, resolve
@@ -102,9 +100,7 @@ def test_streaming_under_torchrun_with_uneven_shards(tmp_path):
         digest = hashlib.sha256(b"".join(t.numpy().tobytes() for _, t in sorted(run.model.state_dict().items())))
         open(f"digest-{{os.environ['RANK']}}.txt", "w").write(digest.hexdigest())
     """))
-    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        str(script)], cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                       capture_output=True, text=True, timeout=240, check=False)
+    p = run_torchrun([str(script)], cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     assert (tmp_path / "digest-0.txt").read_text() == (tmp_path / "digest-1.txt").read_text()
     assert (tmp_path / "model" / checkpoint.WEIGHTS).is_file()
