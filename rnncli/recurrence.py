@@ -59,6 +59,19 @@ class _Layer(torch.autograd.Function):
         return grad_x, carry, grad_w_ih, grad_w_hh, grad_bias, None
 
 
+def keep_mask(shape, p: float, like: torch.Tensor) -> torch.Tensor:
+    """1 / (1 - p) where a feature is kept, 0 where dropped. Uniform numbers and a comparison:
+    on the CPU `bernoulli_` takes about twice as long for the same mask."""
+    return torch.rand(shape, dtype=like.dtype, device=like.device).ge_(p).div_(1 - p)
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Plain dropout, one draw per element (as `nn.functional.dropout`)."""
+    if not training or p == 0:
+        return x
+    return x * keep_mask(x.shape, p, x)
+
+
 def locked_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Dropout with one mask per text, the same at every step (Gal & Ghahramani 2016).
 
@@ -67,8 +80,7 @@ def locked_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """
     if not training or p == 0:
         return x
-    keep = torch.empty(1, *x.shape[1:], dtype=x.dtype, device=x.device).bernoulli_(1 - p)  # (1, batch, features)
-    return x * keep / (1 - p)
+    return x * keep_mask((1, *x.shape[1:]), p, x)  # mask (1, batch, features)
 
 
 def _weights(rnn: nn.RNN, suffix: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -156,3 +156,40 @@ def test_class_weights_auto(tmp_path, monkeypatch):
     assert checkpoint.load("weighted").config.train.class_weights == "auto"
     # same seed, same batches: only the loss weights differ
     assert weighted.history[0].train_loss != plain.history[0].train_loss
+
+
+@pytest.mark.parametrize("clip", [0.05, 100.0])  # clipped at every step, and never
+def test_row_gradients_make_the_same_updates_as_dense_ones(clip):
+    """Gradients(rows=True) only saves work: AdamW moves every weight as with the dense gradient."""
+    from rnncli.config import ModelConfig
+    from rnncli.model import RNNClassifier
+    from rnncli.train import Gradients
+
+    cfg = ModelConfig(embed=11, hidden=13, layers=2)
+    states = []
+    for rows in (False, True):
+        torch.manual_seed(0)
+        model = RNNClassifier(cfg, vocab_size=37, num_classes=3).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
+        gradients = Gradients(model, rows=rows)
+        draw = torch.Generator().manual_seed(1)
+        for _ in range(6):
+            ids = torch.randint(1, 20, (7, 3), generator=draw)  # (seq, batch): rows 20-36 never used
+            y = torch.randint(0, 3, (3,), generator=draw)
+            loss = torch.nn.functional.cross_entropy(model(ids), y)
+            gradients.zero(ids)
+            loss.backward()
+            gradients.clip(clip)
+            optimizer.step()
+            gradients.release()
+            if rows:  # the buffer is zero again, ready for the next batch
+                assert not model.embedding.weight.grad.any()
+        gradients.close()
+        assert model.embedding.weight.grad is None and not model.embedding.sparse
+        states.append(model.state_dict())
+    dense, sparse = states
+    for name in dense:
+        torch.testing.assert_close(sparse[name], dense[name], rtol=1e-5, atol=1e-6, msg=name)
+    torch.manual_seed(0)
+    start = RNNClassifier(cfg, vocab_size=37, num_classes=3).embedding.weight
+    assert not torch.allclose(sparse["embedding.weight"][1:20], start[1:20])  # the used rows did learn
