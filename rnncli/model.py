@@ -69,6 +69,8 @@ class RNNClassifier(nn.Module):
     def pool(self, out: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """One vector per text from the valid steps of `out`: (seq, batch, H) -> (batch, H)."""
         seq, batch, width = out.shape
+        if lengths is None and self.config.pool == "last" and self.directions == 1:
+            return out[-1]  # every text ends at the last step: (batch, H)
         if lengths is None:
             lengths = torch.full((batch,), seq, dtype=torch.long, device=out.device)
         lengths = lengths.to(out.device)

@@ -13,50 +13,49 @@ import torch
 from torch import nn
 
 
-def _steps(x, h0, w_ih, w_hh, bias, relu: bool) -> torch.Tensor:
-    """h_t = act(x_t W_ih^T + b + h_{t-1} W_hh^T) for every t: (seq, batch, in) -> (seq, batch, hidden)."""
+def _steps(x, w_ih, w_hh, bias, relu: bool) -> torch.Tensor:
+    """h_t = act(x_t W_ih^T + b + h_{t-1} W_hh^T) for every t from h_{-1} = 0: (seq, batch, in) -> (seq, batch, hidden)."""
     seq, batch, _ = x.shape
     hidden = w_hh.shape[0]
     # every step's input term at once; the loop then adds h_{t-1} W_hh^T in place
     out = torch.addmm(bias, x.reshape(seq * batch, -1), w_ih.t()).view(seq, batch, hidden)  # (seq, batch, hidden)
     w_hh_t = w_hh.t()
     act = torch.relu_ if relu else torch.tanh_
-    h = h0
-    for step in out.unbind(0):  # views, (batch, hidden) each
-        act(step.addmm_(h, w_hh_t))
-        h = step
+    steps = out.unbind(0)  # views, (batch, hidden) each
+    h = act(steps[0])  # the zero start state adds nothing
+    for step in steps[1:]:
+        h = act(step.addmm_(h, w_hh_t))
     return out
 
 
 class _Layer(torch.autograd.Function):
-    """One direction of one layer: x (seq, batch, in), h0 (batch, hidden) -> H (seq, batch, hidden)."""
+    """One direction of one layer from a zero start state: x (seq, batch, in) -> H (seq, batch, hidden)."""
 
     @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, bias, relu: bool):
-        out = _steps(x, h0, w_ih, w_hh, bias, relu)
-        ctx.save_for_backward(x, h0, w_ih, w_hh, out)
+    def forward(ctx, x, w_ih, w_hh, bias, relu: bool):
+        out = _steps(x, w_ih, w_hh, bias, relu)
+        ctx.save_for_backward(x, w_ih, w_hh, out)
         ctx.relu = relu
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, h0, w_ih, w_hh, out = ctx.saved_tensors
+        x, w_ih, w_hh, out = ctx.saved_tensors
         seq, batch, hidden = out.shape
         grad_out = grad_out.contiguous()
         # d act / d z for every step at once: relu' = [h > 0], tanh' = 1 - h^2
         slope = (out > 0).to(out.dtype) if ctx.relu else 1 - out * out  # (seq, batch, hidden)
         dz = torch.empty_like(out)
-        carry = torch.zeros(batch, hidden, dtype=out.dtype)  # dL/dh_t arriving from step t+1
-        for g, s, d in zip(reversed(grad_out.unbind(0)), reversed(slope.unbind(0)), reversed(dz.unbind(0))):
-            torch.mul(g + carry, s, out=d)
-            carry = d @ w_hh  # (batch, hidden)
+        torch.mul(grad_out[-1], slope[-1], out=dz[-1])
+        for t in range(seq - 2, -1, -1):  # dL/dh_t = its own gradient + what step t+1 sends back
+            torch.mul(grad_out[t].addmm(dz[t + 1], w_hh), slope[t], out=dz[t])
         flat_dz = dz.view(seq * batch, hidden)
-        previous = torch.cat([h0[None], out[:-1]]).view(seq * batch, hidden)  # h_{t-1} for every t
-        grad_w_hh = flat_dz.t() @ previous  # (hidden, hidden), summed over every step
+        # h_{t-1} for every t > 0; step 0 saw the zero state, which adds nothing to dL/dW_hh
+        grad_w_hh = flat_dz[batch:].t() @ out[:-1].reshape(-1, hidden)  # (hidden, hidden), summed over steps
         grad_w_ih = flat_dz.t() @ x.reshape(seq * batch, -1)  # (hidden, in)
         grad_bias = flat_dz.sum(0)
         grad_x = (flat_dz @ w_ih).view_as(x) if ctx.needs_input_grad[0] else None
-        return grad_x, carry, grad_w_ih, grad_w_hh, grad_bias, None
+        return grad_x, grad_w_ih, grad_w_hh, grad_bias, None
 
 
 def keep_mask(shape, p: float, like: torch.Tensor) -> torch.Tensor:
@@ -124,7 +123,6 @@ def run(rnn: nn.RNN, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Same contract as `rnn(x)` with h0 = 0: out (seq, batch, hidden x dirs), h_n (layers x dirs, batch, hidden)."""
     relu = rnn.nonlinearity == "relu"
     dirs = 2 if rnn.bidirectional else 1
-    h0 = x.new_zeros(x.shape[1], rnn.hidden_size)
     finals = []
     layer_input = x
     for layer in range(rnn.num_layers):
@@ -133,9 +131,9 @@ def run(rnn: nn.RNN, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             w_ih, w_hh, bias = _weights(rnn, f"_l{layer}" + ("_reverse" if d else ""))
             seq_in = layer_input.flip(0) if d else layer_input  # the reverse direction reads backwards
             if torch.is_grad_enabled():
-                out = _Layer.apply(seq_in, h0, w_ih, w_hh, bias, relu)  # (seq, batch, hidden)
+                out = _Layer.apply(seq_in, w_ih, w_hh, bias, relu)  # (seq, batch, hidden)
             else:  # inference: no graph, nothing saved for backward
-                out = _steps(seq_in, h0, w_ih, w_hh, bias, relu)
+                out = _steps(seq_in, w_ih, w_hh, bias, relu)
             finals.append(out[-1])
             outputs.append(out.flip(0) if d else out)
         layer_input = outputs[0] if dirs == 1 else torch.cat(outputs, dim=2)  # (seq, batch, hidden x dirs)
