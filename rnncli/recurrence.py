@@ -48,7 +48,7 @@ class _Layer(torch.autograd.Function):
         dz = torch.empty_like(out)
         torch.mul(grad_out[-1], slope[-1], out=dz[-1])
         for t in range(seq - 2, -1, -1):  # dL/dh_t = its own gradient + what step t+1 sends back
-            torch.mul(grad_out[t].addmm(dz[t + 1], w_hh), slope[t], out=dz[t])
+            torch.addmm(grad_out[t], dz[t + 1], w_hh, out=dz[t]).mul_(slope[t])
         flat_dz = dz.view(seq * batch, hidden)
         # h_{t-1} for every t > 0; step 0 saw the zero state, which adds nothing to dL/dW_hh
         grad_w_hh = flat_dz[batch:].t() @ out[:-1].reshape(-1, hidden)  # (hidden, hidden), summed over steps
