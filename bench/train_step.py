@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Where a training step's time goes: the same SST-2 batches, variants of one step, in one process.
+
+    python bench/train_step.py [--data ../shared/data/sst2] [--batches 300] [--rounds 7]
+
+The speed benchmark's model (rnn, tanh, 2 layers, hidden 128, embed 128, batch 64), one model and
+optimiser per variant. Each round runs every variant over the same batches, in turns, so a slow
+spell of a shared machine hits them all; the table gives each variant's fastest and median round.
+Variants: the embedding gradient dense or by rows (`rnncli.train.Gradients`), and dropout masks
+drawn with `bernoulli_` (as `nn.Dropout` does) or from uniform numbers (`recurrence.keep_mask`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rnncli import recurrence
+from rnncli.batching import LengthBuckets
+from rnncli.config import resolve
+from rnncli.data import load_corpus
+from rnncli.model import RNNClassifier
+from rnncli.tokenizer import encode, train_tokenizer
+from rnncli.train import Gradients, make_optimizer
+
+MODEL = {"cell": "rnn", "layers": 2, "hidden": 128, "embed": 128, "nonlinearity": "tanh", "init": "default"}
+
+
+def bernoulli_mask(shape, p: float, like: torch.Tensor) -> torch.Tensor:
+    """The mask as `bernoulli_` draws it: what rnncli used before `recurrence.keep_mask`."""
+    return torch.empty(shape, dtype=like.dtype, device=like.device).bernoulli_(1 - p).div_(1 - p)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2")
+    ap.add_argument("--batches", type=int, default=300)
+    ap.add_argument("--rounds", type=int, default=7)
+    a = ap.parse_args()
+
+    config = resolve(None, {**MODEL, "dataset": str(a.data), "device": "cpu"})
+    train = load_corpus(config.data, seed=0).splits["train"]
+    tokenizer = train_tokenizer(train.texts, config.data.min_freq, config.data.max_vocab)
+    encoded = encode(tokenizer, train.texts, config.data.max_length)
+    labels = torch.from_numpy(train.labels)
+    batches = list(LengthBuckets(encoded).batches(config.train.batch_size, np.random.default_rng(0)))[: a.batches]
+    tokens = sum(ids.numel() for _, ids in batches)
+
+    variants = {
+        "dense gradient, bernoulli_ masks": (False, bernoulli_mask),
+        "dense gradient, uniform masks": (False, recurrence.keep_mask),
+        "row gradient, bernoulli_ masks": (True, bernoulli_mask),
+        "row gradient, uniform masks (rnncli)": (True, recurrence.keep_mask),
+    }
+    steps = {}
+    for name, (rows, _) in variants.items():
+        torch.manual_seed(0)
+        model = RNNClassifier(config.model, vocab_size=tokenizer.get_vocab_size(), num_classes=2).train()
+        steps[name] = (model, make_optimizer(model, config), Gradients(model, rows=rows))
+
+    seconds: dict[str, list[float]] = {name: [] for name in variants}
+    try:
+        for _ in range(a.rounds):
+            for name, (_, mask) in variants.items():
+                recurrence.keep_mask = mask
+                model, optimizer, gradients = steps[name]
+                start = time.perf_counter()
+                for idx, ids in batches:  # ids (seq, batch)
+                    loss = torch.nn.functional.cross_entropy(model(ids), labels[idx])
+                    gradients.zero(ids)
+                    loss.backward()
+                    gradients.clip(config.train.clip)
+                    optimizer.step()
+                    gradients.release()
+                    loss.item()
+                seconds[name].append(time.perf_counter() - start)
+    finally:
+        recurrence.keep_mask = variants["row gradient, uniform masks (rnncli)"][1]
+
+    print(f"{len(batches)} SST-2 batches ({tokens:,} tokens), {a.rounds} rounds, {torch.get_num_threads()} threads")
+    print("| variant | fastest ms/step | median ms/step | tokens/s (fastest) |")
+    print("|---|---|---|---|")
+    for name, s in seconds.items():
+        print(f"| {name} | {min(s) / len(batches) * 1000:.2f} | {statistics.median(s) / len(batches) * 1000:.2f} "
+              f"| {tokens / min(s):,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
