@@ -16,6 +16,12 @@ from rnncli.config import ModelConfig
 
 RECURRENT = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
+# Gradients that fade over many steps, and AdamW's moments for words a batch has not used in a
+# while, decay into denormal floats, which make CPU arithmetic some 20x slower; flushing them to zero
+# changes no result that matters. The flag is per thread and torch's worker threads copy it from
+# the thread that starts them, so it is set here, on import, before any parallel op starts them.
+torch.set_flush_denormal(True)
+
 
 class RNNClassifier(nn.Module):
     fused = True  # use rnncli.recurrence for the plain rnn cell on CPU (same weights, same results)
@@ -34,9 +40,6 @@ class RNNClassifier(nn.Module):
         self.head = nn.Linear(config.hidden * self.directions, num_classes)
         self._init_recurrent(config.init)
         self.embedding.weight.requires_grad_(not config.freeze_vectors)
-        # Gradients that fade over many steps reach denormal floats, which make CPU matrix products
-        # some 20x slower; flushing them to zero changes no result that matters.
-        torch.set_flush_denormal(True)
 
     def _init_recurrent(self, how: str) -> None:
         """Identity W_hh lets a relu RNN carry its state unchanged at first (Le et al. 2015)."""

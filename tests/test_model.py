@@ -95,3 +95,18 @@ def test_packed_inference_matches_one_text_at_a_time(pool, nonlinearity, layers,
         for row, i in enumerate(order):
             alone = model(torch.from_numpy(enc.text(i))[:, None])  # (1, classes)
             torch.testing.assert_close(logits[row], alone[0], atol=1e-5, rtol=0)
+
+
+def test_every_worker_thread_flushes_denormals():
+    """Fading gradients and AdamW's moments for unused words reach denormal floats, some 20x slower
+    on the CPU unless flushed to zero; torch's worker threads must flush them too, not only the main
+    thread (half of this product ran unflushed on the second thread before the flag moved to import)."""
+    import subprocess
+    import sys
+
+    code = ("import torch, rnncli.model\n"
+            "torch.set_num_threads(2)\n"
+            "x = torch.full((1 << 22,), 1e-39)  # denormal: below float32's smallest normal, 1.18e-38\n"
+            "print(int((x * 1.0).ne(0).sum()))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "0"
