@@ -215,6 +215,7 @@ def train(
     init: Annotated[str | None, _opt("init")] = None,
     vectors: Annotated[str | None, _opt("vectors")] = None,
     freeze_vectors: Annotated[bool | None, _opt("freeze_vectors", "--freeze-vectors/--no-freeze-vectors")] = None,
+    init_from: Annotated[str | None, _opt("init_from")] = None,
     epochs: Annotated[int | None, _opt("epochs")] = None,
     batch_size: Annotated[int | None, _opt("batch_size")] = None,
     lr: Annotated[float | None, _opt("lr")] = None,

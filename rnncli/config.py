@@ -68,6 +68,9 @@ class ModelConfig:
                       "Read once at the start of training: the model folder holds the weights.")
     freeze_vectors: bool = _f(False, "Keep the embedding fixed during training (needs --vectors); "
                               "otherwise the vectors are fine-tuned.")
+    init_from: str = _f("", "Start from a trained model folder (transfer, e.g. SST-2 to SST-5): its vocabulary, "
+                        "embedding and recurrent layers, which must have this run's cell and sizes; the head "
+                        "starts anew for this data's labels.")
 
 
 @dataclass

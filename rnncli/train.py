@@ -194,6 +194,25 @@ class Gradients:
             self.embedding.weight.grad = None
 
 
+def start_from(config: Config) -> checkpoint.Loaded | None:
+    """The model folder named by `init_from`, checked against this run's architecture."""
+    path = config.model.init_from
+    if not path:
+        return None
+    if config.model.vectors:
+        raise RnncliError("--init-from and --vectors both set the embedding: give one of them")
+    source = checkpoint.load(path)
+    theirs, ours = source.config.model, config.model
+    keys = ["cell", "layers", "embed", "hidden", "bidirectional"] + (["nonlinearity"] if ours.cell == "rnn" else [])
+    for key in keys:
+        value = getattr(theirs, key)
+        if value != getattr(ours, key):
+            flag = (f"--{'' if value else 'no-'}{key}" if isinstance(value, bool) else f"--{key} {value}")
+            raise RnncliError(f"--init-from {path}: its {key} is {value}, this run's {getattr(ours, key)}; "
+                              f"they must match (pass {flag})")
+    return source
+
+
 def init_embedding(embedding: torch.nn.Embedding, vectors: Vectors) -> None:
     """Covered rows take the vectors; the others keep their random init, scaled to the vectors'
     standard deviation (as Kim 2014 does for unknown words), so no row dwarfs the pretrained ones.
@@ -295,7 +314,10 @@ def _train(config, progress, out, saved, saved_meta, dist, device, autocast, sca
                           "a classifier needs at least two")
     if len(corpus.splits["validation"]) == 0:
         raise RnncliError(f"{config.data.dataset}: the validation split is empty")
-    if saved is None:
+    source = start_from(config) if saved is None else None  # on --resume the weights come from the checkpoint
+    if source is not None:
+        tokenizer = source.tokenizer  # the source's embedding rows belong to its vocabulary
+    elif saved is None:
         tokenizer = train_tokenizer(train_split.texts, config.data.min_freq, config.data.max_vocab)
     else:
         tokenizer = load_tokenizer(out / checkpoint.TOKENIZER)
@@ -310,11 +332,18 @@ def _train(config, progress, out, saved, saved_meta, dist, device, autocast, sca
     if saved is None and config.model.vectors:  # on --resume the weights come from the checkpoint
         vectors = read_vectors(config.model.vectors, tokenizer.get_vocab(), config.model.embed)
         run.report.notes.append(vectors_note(config.model.vectors, vectors, config.model.freeze_vectors))
+    if source is not None:
+        run.report.notes.append(f"started from {config.model.init_from}: its vocabulary, embedding and "
+                                f"{config.model.cell} layers (trained on {source.meta['dataset']['name']}, "
+                                f"labels {', '.join(source.labels)}); a new head for {', '.join(corpus.labels)}")
     progress.report(run.report)
 
     model = RNNClassifier(config.model, vocab_size=vocab_size, num_classes=len(corpus.labels)).to(device)
     if vectors is not None:
         init_embedding(model.embedding, vectors)
+    if source is not None:
+        body = {k: v for k, v in source.model.state_dict().items() if not k.startswith("head.")}
+        model.load_state_dict(body, strict=False)  # everything but the head, which keeps its fresh init
     step_model = model
     if dist.active:
         from torch.nn.parallel import DistributedDataParallel

@@ -193,3 +193,42 @@ def test_row_gradients_make_the_same_updates_as_dense_ones(clip):
     torch.manual_seed(0)
     start = RNNClassifier(cfg, vocab_size=37, num_classes=3).embedding.weight
     assert not torch.allclose(sparse["embedding.weight"][1:20], start[1:20])  # the used rows did learn
+
+
+def test_init_from_starts_from_the_source_body_with_a_new_head(tmp_path, monkeypatch, reviews_csv, tiny_model):
+    """Transfer: vocabulary, embedding and recurrent layers come from a trained folder; the head is new."""
+    monkeypatch.chdir(tmp_path)
+    rows = list(csv.DictReader(open(reviews_csv)))
+    three = tmp_path / "three.csv"
+    with open(three, "w", newline="") as fh:
+        out = csv.DictWriter(fh, fieldnames=["text", "label"])
+        out.writeheader()
+        out.writerows({"text": r["text"], "label": "mixed" if i % 3 == 0 else r["label"]} for i, r in enumerate(rows))
+    # a learning rate so small that the trained weights still show where they started
+    run = train(tiny(three, out="moved", init_from=str(tiny_model), epochs=1, lr=1e-12))
+    source = checkpoint.load(tiny_model)
+    moved = checkpoint.load(run.out)
+    assert moved.tokenizer.get_vocab() == source.tokenizer.get_vocab()
+    assert moved.labels == ["mixed", "neg", "pos"]
+    theirs, ours = source.model.state_dict(), moved.model.state_dict()
+    for name in theirs:
+        if name.startswith("head."):
+            assert ours[name].shape[0] == 3  # one row per new label
+        else:
+            torch.testing.assert_close(ours[name], theirs[name], rtol=0, atol=1e-6, msg=name)
+    assert any("started from" in note for note in run.report.notes)
+
+
+def test_init_from_refuses_another_architecture_or_vectors_too(tmp_path, monkeypatch, reviews_csv, tiny_model):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RnncliError, match=r"its hidden is 13, this run's 17; .*--hidden 13"):
+        train(tiny(reviews_csv, out="a", init_from=str(tiny_model), hidden=17))
+    with pytest.raises(RnncliError, match=r"--no-bidirectional"):
+        train(tiny(reviews_csv, out="b", init_from=str(tiny_model), bidirectional=True))
+    vectors = tmp_path / "v.vec"
+    vectors.write_text("movie " + " ".join(["0.1"] * 11) + "\n")
+    with pytest.raises(RnncliError, match="give one of them"):
+        train(tiny(reviews_csv, out="c", init_from=str(tiny_model), vectors=str(vectors)))
+    with pytest.raises(RnncliError, match="no model here"):
+        train(tiny(reviews_csv, out="d", init_from=str(tmp_path / "nowhere")))
+    assert not any((tmp_path / name).exists() for name in "abcd")  # nothing half-written
