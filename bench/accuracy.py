@@ -29,7 +29,7 @@ VECTORS = ROOT / "bench" / "vectors" / f"imdb-sst2-{VECTORS_DIM}d.vec"
 RUNS = [  # data set, config file (None: defaults), extra overrides
     ("builtin", None, {}),
     ("sst2", ROOT / "configs" / "default.toml", {}),
-    ("sst2", ROOT / "configs" / "sst2.toml", {}),
+    ("sst2", ROOT / "configs" / "sst2.toml", {"vectors": str(VECTORS)}),
     ("imdb", ROOT / "configs" / "default.toml", {}),
     ("imdb", ROOT / "configs" / "imdb.toml", {}),
     ("sst2", ROOT / "configs" / "sst2-gru.toml", {"vectors": str(VECTORS)}),

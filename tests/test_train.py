@@ -198,7 +198,8 @@ def test_row_gradients_make_the_same_updates_as_dense_ones(clip):
 def test_init_from_starts_from_the_source_body_with_a_new_head(tmp_path, monkeypatch, reviews_csv, tiny_model):
     """Transfer: vocabulary, embedding and recurrent layers come from a trained folder; the head is new."""
     monkeypatch.chdir(tmp_path)
-    rows = list(csv.DictReader(open(reviews_csv)))
+    with open(reviews_csv, newline="") as fh:
+        rows = list(csv.DictReader(fh))
     three = tmp_path / "three.csv"
     with open(three, "w", newline="") as fh:
         out = csv.DictWriter(fh, fieldnames=["text", "label"])
