@@ -116,18 +116,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         imdb = imdb_sample(a.data / "imdb", a.imdb_rows, tmp / "imdb")
-        results = {}
         for name, data in (("SST-2", a.data / "sst2"), (f"IMDB ({a.imdb_rows or 25000:,} reviews)", imdb)):
             # in turns (baseline, rnncli, baseline, ...): a slow spell of a shared machine hits both sides
             bases, ourses = [], []
-            for r in range(a.rounds):
+            for _ in range(a.rounds):
                 bases.append(baseline(a.baseline, data, a.epochs))
                 out = tmp / f"model-{name[:4]}"
                 if out.exists():
                     shutil.rmtree(out)
                 ourses.append(rnncli_train(data, a.epochs, out))
             base, ours = median_run(bases), median_run(ourses)
-            results[name] = (base, ours)
             ratio = statistics.median(o["tokens_per_second"] / b["tokens_per_second"] for b, o in zip(bases, ourses))
             rows.append((f"{name} training tokens/s", f"{base['tokens_per_second']:,.0f}",
                          f"{ours['tokens_per_second']:,.0f}", f"{ratio:.1f}x",

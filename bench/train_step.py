@@ -6,8 +6,9 @@
 The speed benchmark's model (rnn, tanh, 2 layers, hidden 128, embed 128, batch 64), one model and
 optimiser per variant. Each round runs every variant over the same batches, in turns, so a slow
 spell of a shared machine hits them all; the table gives each variant's fastest and median round.
-Variants: the embedding gradient dense or by rows (`rnncli.train.Gradients`), and dropout masks
-drawn with `bernoulli_` (as `nn.Dropout` and `recurrence.keep_mask` do) or from uniform numbers.
+Variants: the embedding gradient dense or by rows (`rnncli.train.Gradients`), and the locked
+dropout masks (`recurrence.keep_mask`, on the embeddings and between layers) drawn with `bernoulli_`
+(as `nn.Dropout` draws) or from uniform numbers.
 """
 
 from __future__ import annotations

@@ -59,16 +59,9 @@ class _Layer(torch.autograd.Function):
 
 
 def keep_mask(shape, p: float, like: torch.Tensor) -> torch.Tensor:
-    """1 / (1 - p) where a feature is kept, 0 where dropped: the draws `nn.Dropout` makes, with the
-    scale applied to the mask, which is smaller than the tensor it multiplies."""
+    """1 / (1 - p) where a feature is kept, 0 where dropped, drawn as `nn.Dropout` draws; the scale
+    is applied to the mask, which is smaller than the tensor it multiplies."""
     return torch.empty(shape, dtype=like.dtype, device=like.device).bernoulli_(1 - p).div_(1 - p)
-
-
-def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Plain dropout, one draw per element (as `nn.functional.dropout`)."""
-    if not training or p == 0:
-        return x
-    return x * keep_mask(x.shape, p, x)
 
 
 def locked_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
