@@ -298,6 +298,9 @@ def _train(config, progress, out, saved, saved_meta, dist, device, autocast, sca
                 problem = e
         ddp.raise_together(problem, dist)
         out = ddp.broadcast(out, dist)  # the main process's timestamped name
+    # checked before the data is read, so a wrong folder fails at once; and before seeding, as
+    # rebuilding the source model draws random numbers
+    source = start_from(config) if saved is None else None  # on --resume the weights come from the checkpoint
     seed_everything(tc.seed)
 
     dc = config.data
@@ -314,7 +317,6 @@ def _train(config, progress, out, saved, saved_meta, dist, device, autocast, sca
                           "a classifier needs at least two")
     if len(corpus.splits["validation"]) == 0:
         raise RnncliError(f"{config.data.dataset}: the validation split is empty")
-    source = start_from(config) if saved is None else None  # on --resume the weights come from the checkpoint
     if source is not None:
         tokenizer = source.tokenizer  # the source's embedding rows belong to its vocabulary
     elif saved is None:
