@@ -37,7 +37,6 @@ class RNNClassifier(nn.Module):
             dropout=config.dropout if config.layers > 1 else 0.0,
             bidirectional=config.bidirectional, **extra,
         )
-        self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden * self.directions, num_classes)
         self._init_recurrent(config.init)
         self.embedding.weight.requires_grad_(not config.freeze_vectors)
@@ -94,7 +93,8 @@ class RNNClassifier(nn.Module):
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """ids (seq, batch), lengths (batch,) or None when no text is padded -> logits (batch, classes)."""
         out, _ = self.encode(ids, lengths)
-        return self.head(self.dropout(self.pool(out, lengths)))  # (batch, classes)
+        pooled = recurrence.dropout(self.pool(out, lengths), self.config.dropout, self.training)  # (batch, H x dirs)
+        return self.head(pooled)  # (batch, classes)
 
     @property
     def packable(self) -> bool:

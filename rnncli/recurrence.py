@@ -59,9 +59,17 @@ class _Layer(torch.autograd.Function):
 
 
 def keep_mask(shape, p: float, like: torch.Tensor) -> torch.Tensor:
-    """1 / (1 - p) where a feature is kept, 0 where dropped, drawn as `nn.Dropout` draws; the scale
-    is applied to the mask, which is smaller than the tensor it multiplies."""
-    return torch.empty(shape, dtype=like.dtype, device=like.device).bernoulli_(1 - p).div_(1 - p)
+    """1 / (1 - p) where a feature is kept, 0 where dropped; the scale is applied to the mask, which
+    is smaller than the tensor it multiplies. Drawn from uniform numbers and a comparison: on the CPU
+    `bernoulli_` (what `nn.Dropout` uses) takes about twice as long for the same mask."""
+    return torch.rand(shape, dtype=like.dtype, device=like.device).ge_(p).div_(1 - p)
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Plain dropout, one draw per element (as `nn.functional.dropout`), with `keep_mask`'s draws."""
+    if not training or p == 0:
+        return x
+    return x * keep_mask(x.shape, p, x)
 
 
 def locked_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:

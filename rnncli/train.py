@@ -1,8 +1,9 @@
 """Train a classifier from a resolved config and write its model folder.
 
 `train(config) -> Run` prints nothing: it reports through a `Progress` object, which the CLI draws
-with rich and tests leave silent. Batches hold texts of one exact length (see batching.py); AdamW,
-gradient clipping, validation after every epoch, the best model kept, early stopping.
+with rich and tests leave silent. Batches hold texts of one exact length (see batching.py); AdamW
+that updates only the embedding rows a batch uses (see optimizer.py), gradient clipping,
+validation after every epoch, the best model kept, early stopping.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from rnncli.device import resolve_device
 from rnncli.errors import RnncliError
 from rnncli.evaluate import Metrics, evaluate
 from rnncli.model import RNNClassifier
+from rnncli.optimizer import RowAdamW
 from rnncli.streaming import open_stream
 from rnncli.tokenizer import UNK_ID, Encoded, encode, load_tokenizer, train_tokenizer
 from rnncli.vectors import Vectors, read_vectors
@@ -129,13 +131,17 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
-def make_optimizer(model, config: Config):
+def make_optimizer(model, config: Config, rows: bool = False):
+    """AdamW; with `rows`, a `RowAdamW` that updates only the embedding rows each batch uses."""
     params = [p for p in model.parameters() if p.requires_grad]  # a frozen embedding is left out
     kw = {"lr": config.train.lr, "weight_decay": config.train.weight_decay}
+    weight = model.embedding.weight
+    make = (lambda **k: RowAdamW(params, weight, **k)) if rows and weight.requires_grad else \
+        (lambda **k: torch.optim.AdamW(params, **k))
     try:
-        return torch.optim.AdamW(params, fused=True, **kw)
+        return make(fused=True, **kw)
     except (RuntimeError, TypeError):  # pragma: no cover - older torch or an unsupported device
-        return torch.optim.AdamW(params, foreach=True, **kw)
+        return make(foreach=True, **kw)
 
 
 class Gradients:
@@ -145,13 +151,15 @@ class Gradients:
     hundred words, yet zeroing it, taking its norm and scaling it for clipping each touch every
     row, every step: most of a small model's step time. With `rows`, the embedding emits a sparse
     gradient that autograd adds in place into one dense buffer kept across steps; the norm and the
-    clipping read only the batch's rows, which are zeroed again after the optimiser step. AdamW
-    still sees the full dense gradient, so the updates are the plain path's. (Not under DDP, which
-    would have to all-reduce a sparse gradient.)
+    clipping read only the batch's rows, which are zeroed again after the optimiser step. A plain
+    AdamW still sees the full dense gradient, so its updates are the dense path's; a `RowAdamW`
+    is told the rows and reads only those. (Not under DDP, which would have to all-reduce a sparse
+    gradient.)
     """
 
-    def __init__(self, model: RNNClassifier, rows: bool):
+    def __init__(self, model: RNNClassifier, rows: bool, optimizer=None):
         self.embedding = model.embedding if rows and model.embedding.weight.requires_grad else None
+        self.optimizer = optimizer if isinstance(optimizer, RowAdamW) else None  # told each batch's rows
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.touched = None  # (rows,) the embedding rows the current batch uses
         if self.embedding is not None:
@@ -166,6 +174,8 @@ class Gradients:
             p.grad = None
         if self.embedding is not None:
             self.touched = torch.unique(ids)
+            if self.optimizer is not None:
+                self.optimizer.rows = self.touched
 
     def clip(self, max_norm: float) -> None:
         """Scale all gradients together so that their norm is at most `max_norm` (as `clip_grad_norm_`)."""
@@ -185,8 +195,14 @@ class Gradients:
         if self.embedding is not None:
             self.embedding.weight.grad.index_fill_(0, self.touched, 0.0)
 
+    def settle(self) -> None:
+        """Before the weights are read: a `RowAdamW` brings the rows no recent batch used up to date."""
+        if self.optimizer is not None:
+            self.optimizer.flush()
+
     def close(self) -> None:
         """Leave the model as a plain one: no gradients held, a dense embedding gradient next time."""
+        self.settle()
         for p in self.params:
             p.grad = None
         if self.embedding is not None:
@@ -353,8 +369,9 @@ def _train(config, progress, out, saved, saved_meta, dist, device, autocast, sca
         # DDP copies the main process's weights to the others now and averages gradients after each backward
         step_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         torch.manual_seed(tc.seed + 1_000_003 * (dist.rank + 1))  # each process its own dropout masks
-    optimizer = make_optimizer(model, config)
-    gradients = Gradients(model, rows=not dist.active)
+    rows = not dist.active
+    optimizer = make_optimizer(model, config, rows=rows)
+    gradients = Gradients(model, rows=rows, optimizer=optimizer)
     weight = None
     if tc.class_weights == "auto":
         counts = np.bincount(train_split.labels, minlength=len(corpus.labels)).astype(float)
@@ -468,6 +485,7 @@ def _train(config, progress, out, saved, saved_meta, dist, device, autocast, sca
                 run.message = (f"the loss exploded to {exploded:.4g} in epoch {epoch}; training stopped "
                                f"(try a lower --lr than {tc.lr:g} or a smaller --clip)")
                 break
+            gradients.settle()
             loss_sum, seen, tokens = ddp.all_sum([loss_sum, seen, tokens], dist, device)
             seconds = time.perf_counter() - start
             m = evaluate(model, encoded["validation"], val_labels, corpus.labels, device=device, dist=dist)

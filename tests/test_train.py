@@ -122,8 +122,8 @@ def test_divergence_after_a_saved_epoch_keeps_the_best_model(tmp_path, monkeypat
     optimizers = []
     real = train_module.make_optimizer
 
-    def spy(model, config):
-        optimizers.append(real(model, config))
+    def spy(model, config, **kw):
+        optimizers.append(real(model, config, **kw))
         return optimizers[-1]
 
     class Sabotage(Progress):

@@ -82,9 +82,9 @@ def built(monkeypatch):
     seen = {}
     real = train_module.make_optimizer
 
-    def spy(model, config):
+    def spy(model, config, **kw):
         seen["weight"] = model.embedding.weight.detach().clone()
-        return real(model, config)
+        return real(model, config, **kw)
 
     monkeypatch.setattr(train_module, "make_optimizer", spy)
     return seen

@@ -1,0 +1,143 @@
+"""AdamW whose embedding update touches only the rows a batch used.
+
+Dense AdamW rewrites every row of the (vocab, embed) embedding at every step, although a batch
+uses a few hundred words: on a small model that pass over the embedding and its two moment
+matrices is a quarter of a step. A row no batch has used since step s gets a zero gradient, so
+what AdamW does to it is known in closed form: its moments decay (m by beta1^k, v by beta2^k after
+k steps), weight decay shrinks it by (1 - lr * wd)^k, and it keeps drifting along m / sqrt(v) by a
+sum of step sizes that fades as (beta1 / sqrt(beta2))^j. `RowAdamW` applies those k skipped
+steps to a row only when a batch uses it again (or at `flush`, before the weights are read), then
+the batch's own step. The result is dense AdamW's up to eps in the skipped steps' denominators.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class RowAdamW(torch.optim.AdamW):
+    """`torch.optim.AdamW` (same state, same state dict) with lazy updates for `embedding`.
+
+    Set `rows` (the sorted unique ids of the batch) before each `step`; `flush()` brings every row
+    up to date, and runs before the weights or the state dict are read.
+    """
+
+    def __init__(self, params, embedding: torch.Tensor, **kw):
+        super().__init__(params, **kw)
+        if len(self.param_groups) != 1:
+            raise ValueError("RowAdamW takes one parameter group")
+        self.embedding = embedding
+        self.rows: torch.Tensor | None = None  # (rows,) the ids the next step's batch used
+        self._last = torch.zeros(embedding.shape[0], dtype=torch.long, device=embedding.device)  # step each row is at
+        self._table = None  # (hyperparameters, drift, floor, q), see `_tables`
+
+    # ------------------------------------------------------------------ the embedding's state
+    def _moments(self) -> dict:
+        state = self.state[self.embedding]
+        if not state:  # the layout torch's AdamW uses, so that its state dict loads either way
+            state["step"] = torch.tensor(0.0)
+            state["exp_avg"] = torch.zeros_like(self.embedding, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(self.embedding, memory_format=torch.preserve_format)
+        return state
+
+    def _hyper(self) -> tuple[float, float, float, float, float]:
+        group = self.param_groups[0]
+        lr = float(group["lr"])
+        beta1, beta2 = (float(b) for b in group["betas"])
+        return lr, beta1, beta2, float(group["eps"]), 1 - lr * float(group["weight_decay"])
+
+    def _tables(self, hyper: tuple, upto: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Per-step tables for the rows' catch-up, indexed by a row's last step s, and their ratio q:
+
+        drift[s] = lr * sum over j >= 1 of q^j * size(s + j), where q = beta1 / sqrt(beta2) / decay
+        and size(u) = sqrt(1 - beta2^u) / (1 - beta1^u) holds AdamW's bias corrections at step u;
+        floor[s] = eps * sqrt(1 - beta2^(s+1)) / sqrt(beta2), eps as step s + 1 adds it to sqrt(v_s).
+
+        Over the zero-gradient steps s+1..s+k, a row with moments m_s, v_s moves by
+        decay^k * (drift[s] - q^k drift[s+k]) * m_s / (sqrt(v_s) + floor[s]).
+        """
+        if self._table is None or self._table[0] != hyper or len(self._table[1]) <= upto:
+            lr, beta1, beta2, eps, decay = hyper
+            q = beta1 / math.sqrt(beta2) / decay
+            horizon = math.ceil(math.log(1e-12) / math.log(q)) if q < 1 else 1  # later terms < 1e-12
+            size = max(2 * upto, 4096)
+            u = torch.arange(size + horizon + 1, dtype=torch.float64)
+            sizes = torch.sqrt(1 - beta2**u) / (1 - beta1**u)  # (size + horizon + 1,)
+            weights = q ** torch.arange(1, horizon + 1, dtype=torch.float64)  # (horizon,)
+            drift = lr * (sizes[1:].unfold(0, horizon, 1)[:size] @ weights)  # (size,)
+            floor = eps / math.sqrt(beta2) * torch.sqrt(1 - beta2 ** u[1: size + 1])  # (size,)
+            device, dtype = self.embedding.device, self.embedding.dtype
+            self._table = (hyper, drift.to(device, dtype), floor.to(device, dtype), q)
+        return self._table[1:]
+
+    def _advance(self, rows: torch.Tensor, now: int, grad: torch.Tensor | None) -> None:
+        """Bring `rows` (sorted unique ids) to step `now`: the zero-gradient steps since each row's
+        last one, then, given `grad` (vocab, embed), step `now` itself exactly as torch's AdamW."""
+        state = self._moments()
+        hyper = lr, beta1, beta2, eps, decay = self._hyper()
+        drift, floor, q = self._tables(hyper, now)
+        upto = now - 1 if grad is not None else now  # the last zero-gradient step
+        take = lambda t: t.index_select(0, rows)
+        last = take(self._last)  # (rows,) each row's last step
+        skipped = (upto - last).to(drift.dtype)  # (rows,)
+        p, m, v = take(self.embedding), take(state["exp_avg"]), take(state["exp_avg_sq"])  # (rows, embed)
+        moved = drift.index_select(0, last) - torch.pow(q, skipped) * float(drift[upto])  # (rows,)
+        shrink = torch.pow(decay, skipped + (grad is not None)) if decay != 1.0 else None  # (rows,)
+        if shrink is not None:
+            moved *= shrink
+            p.mul_(shrink[:, None])
+        p.addcdiv_(m * moved[:, None], v.sqrt().add_(floor.index_select(0, last)[:, None]), value=-1.0)
+        if grad is None:
+            m.mul_(torch.pow(beta1, skipped)[:, None])
+            v.mul_(torch.pow(beta2, skipped)[:, None])
+        else:
+            g = take(grad)  # (rows, embed)
+            m.mul_(torch.pow(beta1, skipped + 1)[:, None]).add_(g, alpha=1 - beta1)
+            v.mul_(torch.pow(beta2, skipped + 1)[:, None]).addcmul_(g, g, value=1 - beta2)
+            # lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps), with sqrt(bc2) moved out of the denominator
+            root_bc2 = math.sqrt(1 - beta2**now)
+            p.addcdiv_(m, v.sqrt().add_(eps * root_bc2), value=-lr * root_bc2 / (1 - beta1**now))
+        self.embedding.index_copy_(0, rows, p)
+        state["exp_avg"].index_copy_(0, rows, m)
+        state["exp_avg_sq"].index_copy_(0, rows, v)
+        self._last.index_fill_(0, rows, now)
+
+    # ------------------------------------------------------------------ the optimizer
+    @torch.no_grad()
+    def step(self, closure=None):
+        weight, grad = self.embedding, self.embedding.grad
+        if grad is None:
+            return super().step(closure)
+        weight.grad = None  # torch's AdamW skips a parameter without a gradient
+        try:
+            loss = super().step(closure)
+        finally:
+            weight.grad = grad
+        rows = self.rows if self.rows is not None else torch.arange(len(weight), device=weight.device)
+        state = self._moments()
+        now = int(state["step"]) + 1
+        self._advance(rows, now, grad)
+        state["step"].fill_(now)
+        return loss
+
+    @torch.no_grad()
+    def flush(self) -> None:
+        """Bring every embedding row up to the current step."""
+        state = self.state.get(self.embedding)
+        if not state:
+            return
+        now = int(state["step"])
+        rows = torch.nonzero(self._last < now).flatten()  # (rows,)
+        if len(rows):
+            self._advance(rows, now, None)
+
+    def state_dict(self):
+        self.flush()
+        return super().state_dict()
+
+    def load_state_dict(self, state_dict) -> None:
+        super().load_state_dict(state_dict)
+        state = self.state.get(self.embedding)
+        self._last.fill_(int(state["step"]) if state else 0)  # a saved state is flushed
