@@ -159,3 +159,21 @@ def test_prediction_never_imports_the_data_stack(tiny_model):
     done = subprocess.run([sys.executable, "-c", code, str(tiny_model)], capture_output=True, text=True, env=env,
                           check=False)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_few_texts_run_on_one_thread_and_the_setting_is_restored(clf, monkeypatch):
+    """Waking torch's worker threads costs more than a few texts' arithmetic; a big input keeps them."""
+    import rnncli.evaluate
+
+    real, seen = rnncli.evaluate.logits_of, []
+
+    def spy(*args, **kw):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kw)
+
+    monkeypatch.setattr(rnncli.evaluate, "logits_of", spy)
+    before = torch.get_num_threads()
+    clf.predict(["a great film", "dull"])
+    clf.predict(["a great film"] * 5000)  # 15,000 tokens
+    assert seen == [1, before]
+    assert torch.get_num_threads() == before
