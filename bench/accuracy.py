@@ -32,6 +32,7 @@ RUNS = [  # data set, config file (None: defaults), extra overrides
     ("sst2", ROOT / "configs" / "sst2.toml", {"vectors": str(VECTORS)}),
     ("imdb", ROOT / "configs" / "default.toml", {}),
     ("imdb", ROOT / "configs" / "imdb.toml", {}),
+    ("imdb", ROOT / "configs" / "imdb-gru.toml", {"vectors": str(VECTORS)}),
     ("sst2", ROOT / "configs" / "sst2-gru.toml", {"vectors": str(VECTORS)}),
     ("sst2", ROOT / "configs" / "sst2-lstm.toml", {"vectors": str(VECTORS)}),
     ("sst5", ROOT / "configs" / "sst5.toml", {}),
