@@ -61,12 +61,15 @@ class RowAdamW(torch.optim.AdamW):
         if self._table is None or self._table[0] != hyper or len(self._table[1]) <= upto:
             lr, beta1, beta2, eps, decay = hyper
             q = beta1 / math.sqrt(beta2) / decay
-            horizon = math.ceil(math.log(1e-12) / math.log(q)) if q < 1 else 1  # later terms < 1e-12
+            if not 0 < q < 1:
+                raise ValueError(f"RowAdamW needs beta1 < sqrt(beta2) * (1 - lr * weight_decay); q = {q:.4g}")
+            horizon = math.ceil(math.log(1e-12) / math.log(q))  # later terms are below 1e-12
             size = max(2 * upto, 4096)
             u = torch.arange(size + horizon + 1, dtype=torch.float64)
             sizes = torch.sqrt(1 - beta2**u) / (1 - beta1**u)  # (size + horizon + 1,)
             weights = q ** torch.arange(1, horizon + 1, dtype=torch.float64)  # (horizon,)
-            drift = lr * (sizes[1:].unfold(0, horizon, 1)[:size] @ weights)  # (size,)
+            # drift[s] = lr * sum_j weights[j-1] * sizes[s + j]: a correlation, one pass
+            drift = lr * torch.nn.functional.conv1d(sizes[None, None, 1:], weights[None, None])[0, 0, :size]  # (size,)
             floor = eps / math.sqrt(beta2) * torch.sqrt(1 - beta2 ** u[1: size + 1])  # (size,)
             device, dtype = self.embedding.device, self.embedding.dtype
             self._table = (hyper, drift.to(device, dtype), floor.to(device, dtype), q)
