@@ -118,10 +118,15 @@ class RowAdamW(torch.optim.AdamW):
             loss = super().step(closure)
         finally:
             weight.grad = grad
+        # GradScaler (fp16 on CUDA) hands a fused optimiser the overflow flag and, unless the
+        # gradients were unscaled already, the scale; the fused AdamW above honours both
+        found_inf, scale = getattr(self, "found_inf", None), getattr(self, "grad_scale", None)
+        if found_inf is not None and float(found_inf) > 0:
+            return loss  # an overflowed step is skipped, its count included
         rows = self.rows if self.rows is not None else torch.arange(len(weight), device=weight.device)
         state = self._moments()
         now = int(state["step"]) + 1
-        self._advance(rows, now, grad)
+        self._advance(rows, now, grad if scale is None else grad / scale)
         state["step"].fill_(now)
         return loss
 

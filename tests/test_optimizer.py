@@ -91,3 +91,17 @@ def test_state_dict_has_adamws_layout_both_ways():
     reference = run("dense", "dense")
     for first, second in [("dense", "rows"), ("rows", "dense"), ("rows", "rows")]:
         torch.testing.assert_close(run(first, second), reference, rtol=1e-5, atol=1e-5, msg=f"{first} -> {second}")
+
+
+def test_a_step_gradscaler_marks_overflowed_changes_nothing():
+    """Under fp16 GradScaler hands a fused optimiser `found_inf`: the whole step is skipped."""
+    embedding, other = torch.nn.Parameter(torch.randn(VOCAB, EMBED)), torch.nn.Parameter(torch.randn(3))
+    optimizer = RowAdamW([embedding, other], embedding, lr=0.1, fused=True)
+    embedding.grad, other.grad = torch.ones(VOCAB, EMBED), torch.ones(3)
+    optimizer.rows = torch.arange(VOCAB)
+    optimizer.step()
+    before = embedding.detach().clone(), other.detach().clone()
+    optimizer.found_inf = torch.tensor(1.0)
+    optimizer.step()
+    assert torch.equal(embedding, before[0]) and torch.equal(other, before[1])
+    assert float(optimizer.state[embedding]["step"]) == 1
