@@ -9,10 +9,9 @@ the same rows; IMDB is cut to a seeded sample of --imdb-rows reviews (both sides
 --max-length 256) so the whole table prints in under ten minutes on two cores. Each side trains
 --rounds times on SST-2 (--imdb-rounds on IMDB), in turns, and the table shows medians (the ratio:
 the median of the rounds' ratios, each printed below it), as these shared machines have slow spells
-and rnncli's SST-2 epoch lasts only some seconds. Prints one table:
-training tokens/s and seconds per epoch, their ratio, peak RSS of training, evaluation sentences/s
-(median of 3),
-and the wall time of `rnncli predict` and `rnncli --help` against `python -c "import torch"`.
+and rnncli's SST-2 epoch lasts only some seconds. Prints one table: training tokens/s and seconds
+per epoch, their ratio, peak RSS of training, evaluation sentences/s (median of 3), and the wall
+time of `rnncli predict` and `rnncli --help` against `python -c "import torch"`.
 """
 
 from __future__ import annotations
