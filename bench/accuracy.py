@@ -6,7 +6,7 @@
 For each data set it writes the exact splits rnncli trains on (IMDB: validation carved from train,
 seeded, as `rnncli train` does) to a temporary folder, trains each config listed below on it, and
 runs `../shared/bench/peers.py` (fastText, TF-IDF + logistic regression) on the same files.
-`--quick` caps every config at 2 epochs and IMDB at 5,000 reviews: under ten minutes on two cores.
+`--quick` caps every config at 2 epochs and 400 tokens a text, and IMDB at 5,000 reviews.
 Configs that need word vectors get bench/vectors.py's file, built on first use (about 4.5 minutes)
 and kept in bench/vectors/.
 """
@@ -78,7 +78,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--peers", type=Path, default=ROOT.parent / "shared" / "bench" / "peers.py")
-    ap.add_argument("--quick", action="store_true", help="2 epochs at most, IMDB cut to 5,000 reviews")
+    ap.add_argument("--quick", action="store_true", help="2 epochs and 400 tokens at most, IMDB cut to 5,000 reviews")
     a = ap.parse_args()
 
     from rnncli.config import resolve
@@ -102,6 +102,7 @@ def main() -> None:
             config = resolve(config_file, flags)
             if a.quick:
                 config.train.epochs = min(config.train.epochs, 2)
+                config.data.max_length = min(config.data.max_length, 400)  # imdb-gru reads 1,200 tokens
             start = time.perf_counter()
             run = train(config)
             best = next(e for e in run.history if e.epoch == run.best_epoch)
