@@ -135,13 +135,14 @@ def make_optimizer(model, config: Config, rows: bool = False):
     """AdamW; with `rows`, a `RowAdamW` that updates only the embedding rows each batch uses."""
     params = [p for p in model.parameters() if p.requires_grad]  # a frozen embedding is left out
     kw = {"lr": config.train.lr, "weight_decay": config.train.weight_decay}
-    weight = model.embedding.weight
-    make = (lambda **k: RowAdamW(params, weight, **k)) if rows and weight.requires_grad else \
-        (lambda **k: torch.optim.AdamW(params, **k))
+    if rows and model.embedding.weight.requires_grad:
+        kind, kw = RowAdamW, kw | {"embedding": model.embedding.weight}
+    else:
+        kind = torch.optim.AdamW
     try:
-        return make(fused=True, **kw)
+        return kind(params, fused=True, **kw)
     except (RuntimeError, TypeError):  # pragma: no cover - older torch or an unsupported device
-        return make(foreach=True, **kw)
+        return kind(params, foreach=True, **kw)
 
 
 class Gradients:
