@@ -214,6 +214,7 @@ def train(
     dropout: Annotated[float | None, _opt("dropout")] = None,
     init: Annotated[str | None, _opt("init")] = None,
     vectors: Annotated[str | None, _opt("vectors")] = None,
+    vectors_vocab: Annotated[bool | None, _opt("vectors_vocab", "--vectors-vocab/--no-vectors-vocab")] = None,
     freeze_vectors: Annotated[bool | None, _opt("freeze_vectors", "--freeze-vectors/--no-freeze-vectors")] = None,
     init_from: Annotated[str | None, _opt("init_from")] = None,
     epochs: Annotated[int | None, _opt("epochs")] = None,

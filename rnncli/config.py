@@ -66,6 +66,9 @@ class ModelConfig:
     vectors: str = _f("", "Pretrained word vectors (word2vec/GloVe text: `word v1 ... vD` per line, optional "
                       "`N D` header) for the embedding rows of the words they cover; D must equal --embed. "
                       "Read once at the start of training: the model folder holds the weights.")
+    vectors_vocab: bool = _f(True, "Words of the vectors file that the training split lacks join the "
+                             "vocabulary (up to --max-vocab, in file order) with their vectors, so that "
+                             "they are not <unk> at validation and prediction.")
     freeze_vectors: bool = _f(False, "Keep the embedding fixed during training (needs --vectors); "
                               "otherwise the vectors are fine-tuned.")
     init_from: str = _f("", "Start from a trained model folder (transfer, e.g. SST-2 to SST-5): its vocabulary, "

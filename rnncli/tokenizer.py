@@ -60,6 +60,30 @@ def train_tokenizer(texts: list[str], min_freq: int = 1, max_vocab: int = 50000)
     return tok
 
 
+def add_words(tok, words, max_vocab: int):
+    """`tok` with the `words` it lacks appended after its own, in the order given, until it holds
+    `max_vocab` ids; returns (tokenizer, words added).
+
+    For the words of a pretrained vectors file: a validation or serving word that the training split
+    never showed keeps its pretrained row instead of becoming <unk>. A word is first normalized as
+    texts are ("Film" -> "film"); one that would never come out of a text whole ("don't" splits into
+    three) is skipped. Existing ids do not move.
+    """
+    from tokenizers.models import WordLevel
+
+    vocab = tok.get_vocab()
+    before = len(vocab)
+    for word in words:
+        if len(vocab) >= max_vocab:
+            break
+        word = tok.normalizer.normalize_str(word)
+        if word not in vocab and [w for w, _ in tok.pre_tokenizer.pre_tokenize_str(word)] == [word]:
+            vocab[word] = len(vocab)
+    grown = _blank_tokenizer()
+    grown.model = WordLevel(vocab=vocab, unk_token=UNK)
+    return grown, len(vocab) - before
+
+
 def split_words(texts):
     """Each text as the words the vocabulary is made of (normalized and split as `train_tokenizer`
     does): for tools that learn from the same words, such as bench/vectors.py."""

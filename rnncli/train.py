@@ -32,8 +32,8 @@ from rnncli.evaluate import Metrics, evaluate
 from rnncli.model import RNNClassifier
 from rnncli.optimizer import RowAdamW
 from rnncli.streaming import open_stream
-from rnncli.tokenizer import UNK_ID, Encoded, encode, load_tokenizer, train_tokenizer
-from rnncli.vectors import Vectors, read_vectors
+from rnncli.tokenizer import UNK_ID, Encoded, add_words, encode, load_tokenizer, train_tokenizer
+from rnncli.vectors import Vectors, read_vectors, vector_words
 
 
 @dataclass
@@ -248,8 +248,9 @@ def init_embedding(embedding: torch.nn.Embedding, vectors: Vectors) -> None:
 
 
 def vectors_note(path: str, vectors: Vectors, frozen: bool) -> str:
-    return (f"vectors {path}: {int(vectors.covered.sum()):,} of {vectors.words:,} vocabulary words covered "
-            f"({vectors.coverage:.1%}), {'frozen' if frozen else 'fine-tuned'}")
+    more = f"; {vectors.added:,} more words from the file" if vectors.added else ""
+    return (f"vectors {path}: {vectors.covered_words:,} of {vectors.words:,} training vocabulary words covered "
+            f"({vectors.coverage:.1%}){more}, {'frozen' if frozen else 'fine-tuned'}")
 
 
 def mixed_precision(precision: str, device):
@@ -334,10 +335,13 @@ def _train(config, progress, out, saved, saved_meta, dist, device, autocast, sca
                           "a classifier needs at least two")
     if len(corpus.splits["validation"]) == 0:
         raise RnncliError(f"{config.data.dataset}: the validation split is empty")
+    added = 0  # words the vectors file brought into the vocabulary
     if source is not None:
         tokenizer = source.tokenizer  # the source's embedding rows belong to its vocabulary
     elif saved is None:
         tokenizer = train_tokenizer(train_split.texts, config.data.min_freq, config.data.max_vocab)
+        if config.model.vectors and config.model.vectors_vocab:
+            tokenizer, added = add_words(tokenizer, vector_words(config.model.vectors), config.data.max_vocab)
     else:
         tokenizer = load_tokenizer(out / checkpoint.TOKENIZER)
     encoded = {name: encode(tokenizer, split.texts, config.data.max_length)
@@ -349,7 +353,7 @@ def _train(config, progress, out, saved, saved_meta, dist, device, autocast, sca
         run.report.rows, run.report.class_counts = rename(run.report.rows), rename(run.report.class_counts)
     vectors = None
     if saved is None and config.model.vectors:  # on --resume the weights come from the checkpoint
-        vectors = read_vectors(config.model.vectors, tokenizer.get_vocab(), config.model.embed)
+        vectors = read_vectors(config.model.vectors, tokenizer.get_vocab(), config.model.embed, added=added)
         run.report.notes.append(vectors_note(config.model.vectors, vectors, config.model.freeze_vectors))
     if source is not None:
         run.report.notes.append(f"started from {config.model.init_from}: its vocabulary, embedding and "

@@ -21,11 +21,17 @@ from rnncli.errors import RnncliError
 class Vectors:
     values: np.ndarray  # (vocab, dim) float32; rows not covered are zero
     covered: np.ndarray  # (vocab,) bool: the rows the file filled
-    words: int  # vocabulary words that could be covered (special tokens excluded)
+    words: int  # training vocabulary words that could be covered (special tokens excluded)
+    added: int = 0  # rows after the training vocabulary: words the file brought in (all covered)
+
+    @property
+    def covered_words(self) -> int:
+        """Training vocabulary words the file covers."""
+        return int(self.covered[: len(self.covered) - self.added].sum())
 
     @property
     def coverage(self) -> float:
-        return int(self.covered.sum()) / max(self.words, 1)
+        return self.covered_words / max(self.words, 1)
 
 
 def _header(fields: list[str]) -> int | None:
@@ -43,12 +49,35 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def read_vectors(path: str | Path, vocab: dict[str, int], dim: int, skip: int = 2) -> Vectors:
+def vector_words(path: str | Path):
+    """The words of a vectors file, in file order (word2vec, fastText and GloVe files put frequent
+    words first), read a line at a time so that a caller may stop early. Raises RnncliError for a
+    missing or unreadable file; the lines themselves are checked by `read_vectors`."""
+    path = Path(path)
+    try:
+        with path.open(encoding="utf-8", errors="surrogateescape") as fh:
+            for number, line in enumerate(fh, start=1):
+                if number == 1 and _header(line.split()) is not None:
+                    continue
+                word = line.rstrip("\r\n").partition(" ")[0]
+                if word:
+                    yield word
+    except FileNotFoundError:
+        raise RnncliError(f"{path}: vectors file not found") from None
+    except IsADirectoryError:
+        raise RnncliError(f"{path}: is a folder, not a vectors file") from None
+    except OSError as e:
+        raise RnncliError(f"{path}: cannot read the vectors file ({e.strerror})") from None
+
+
+def read_vectors(path: str | Path, vocab: dict[str, int], dim: int, skip: int = 2,
+                 added: int = 0) -> Vectors:
     """The vectors of the words in `vocab` (word -> row id), each of `dim` numbers.
 
-    Ids below `skip` (`<pad>` and `<unk>`) are never filled. Raises RnncliError naming the file for a
-    missing or unreadable file, a malformed line (with its number), a dimension other than `dim`, or
-    a file that covers no vocabulary word.
+    Ids below `skip` (`<pad>` and `<unk>`) are never filled; the last `added` ids are words taken from
+    this file (`add_words`), so coverage counts the ids before them. Raises RnncliError naming the
+    file for a missing or unreadable file, a malformed line (with its number), a dimension other
+    than `dim`, or a file that covers no word of the training vocabulary.
     """
     path = Path(path)
     size = max(vocab.values(), default=-1) + 1
@@ -99,7 +128,7 @@ def read_vectors(path: str | Path, vocab: dict[str, int], dim: int, skip: int = 
         raise RnncliError(f"{path}: cannot read the vectors file ({e.strerror})") from None
     if file_dim is None:
         raise RnncliError(f"{path}: the vectors file is empty")
-    words = sum(1 for i in vocab.values() if i >= skip)
-    if not covered.any():
+    words = sum(1 for i in vocab.values() if i >= skip) - added
+    if not covered[: size - added].any():
         raise RnncliError(f"{path}: no word of the vocabulary ({words:,} words) has a vector in this file")
-    return Vectors(values=values, covered=covered, words=words)
+    return Vectors(values=values, covered=covered, words=words, added=added)

@@ -98,7 +98,7 @@ def test_covered_rows_hold_the_file_values_after_construction(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     path = write_vectors(tmp_path / "v.vec")
     progress = Capture()
-    run = train(tiny(reviews_csv, out="m", epochs=1, vectors=str(path)), progress)
+    run = train(tiny(reviews_csv, out="m", epochs=1, vectors=str(path), vectors_vocab=False), progress)
     vocab = vocab_of(run.out)
     weight = built["weight"]
     covered = [w for w in WORDS if w in vocab]
@@ -111,8 +111,41 @@ def test_covered_rows_hold_the_file_values_after_construction(tmp_path, monkeypa
     rest = weight[[i for w, i in vocab.items() if w not in covered and i > 0]]
     assert 0.5 < float(rest.std() / known.std()) < 2.0
     words = len(vocab) - 2
-    assert progress.notes[-1] == (f"vectors {path}: 8 of {words} vocabulary words covered "
+    assert progress.notes[-1] == (f"vectors {path}: 8 of {words} training vocabulary words covered "
                                   f"({8 / words:.1%}), fine-tuned")
+
+
+def test_file_words_join_the_vocabulary(tmp_path, monkeypatch, reviews_csv, built):
+    """A word the training split never showed keeps its pretrained vector instead of becoming <unk>."""
+    monkeypatch.chdir(tmp_path)
+    path = write_vectors(tmp_path / "v.vec")
+    progress = Capture()
+    run = train(tiny(reviews_csv, out="m", vectors=str(path)), progress)  # weight decay 0
+    vocab = vocab_of(run.out)
+    size = len(vocab)
+    assert (vocab["zyzzyva"], vocab["qwertyuiop"]) == (size - 2, size - 1)  # after the training words
+    assert f"8 of {size - 4} training vocabulary words covered" in progress.notes[-1]
+    assert progress.notes[-1].endswith("; 2 more words from the file, fine-tuned")
+    model = checkpoint.load("m")
+    for w in ("zyzzyva", "qwertyuiop"):
+        assert built["weight"][vocab[w]].tolist() == vector(WORDS.index(w))
+        # no training text holds them, so no step moved their rows
+        assert model.model.embedding.weight[vocab[w]].tolist() == vector(WORDS.index(w))
+    assert model.tokenizer.encode("Zyzzyva").ids == [vocab["zyzzyva"]]
+
+
+def test_add_words_keeps_ids_and_skips_words_no_text_yields():
+    from rnncli.tokenizer import add_words, train_tokenizer
+
+    tok = train_tokenizer(["the film", "the plot"], max_vocab=50)
+    before = tok.get_vocab()  # <pad> <unk> the film plot
+    grown, added = add_words(tok, ["film", "Acting", "don't", "the", "cast", "acting", "score", "more"],
+                             max_vocab=8)
+    vocab = grown.get_vocab()
+    assert {w: vocab[w] for w in before} == before
+    # "Acting" joins as texts spell it; "don't" never comes out of a text whole; 8 ids stop "more"
+    assert added == 3
+    assert sorted(vocab, key=vocab.get)[len(before):] == ["acting", "cast", "score"]
 
 
 @pytest.mark.parametrize("freeze", [True, False], ids=["frozen", "fine-tuned"])
