@@ -37,6 +37,8 @@ RUNS = [  # data set, config file (None: defaults), extra overrides
     ("sst2", ROOT / "configs" / "sst2-lstm.toml", {"vectors": str(VECTORS)}),
     ("sst5", ROOT / "configs" / "sst5.toml", {}),
     ("sst5", ROOT / "configs" / "sst5-gru.toml", {"vectors": str(VECTORS)}),
+    # init_from names a config above: the model that config trained in this invocation
+    ("sst5", ROOT / "configs" / "sst5-from-sst2.toml", {"init_from": ROOT / "configs" / "sst2-gru.toml"}),
 ]
 
 
@@ -96,17 +98,24 @@ def main() -> None:
         folders = {}
         for name in dict.fromkeys(n for n, _, _ in RUNS if n != "builtin"):
             folders[name] = write_splits(name, a.data, tmp / name, 5000 if a.quick else 0)
+        trained = {}  # config file -> the model folder it wrote
         for name, config_file, extra in RUNS:
-            flags = {"dataset": str(folders.get(name, "builtin")), "device": "cpu",
-                     "out": str(tmp / f"model-{len(table)}"), **extra}
+            out = tmp / f"model-{len(table)}"
+            source = extra.get("init_from")
+            if source is not None:
+                extra = extra | {"init_from": str(trained[source])}
+            flags = {"dataset": str(folders.get(name, "builtin")), "device": "cpu", "out": str(out), **extra}
             config = resolve(config_file, flags)
             if a.quick:
                 config.train.epochs = min(config.train.epochs, 2)
                 config.data.max_length = min(config.data.max_length, 400)  # imdb-gru reads 1,200 tokens
             start = time.perf_counter()
             run = train(config)
+            trained[config_file] = out
             best = next(e for e in run.history if e.epoch == run.best_epoch)
             label = (config_file.name if config_file else "defaults") + (" + vectors" if config.model.vectors else "")
+            if source is not None:
+                label += f" from {source.name}"
             table.append((name, label, config.model.cell,
                           f"{config.model.nonlinearity}/{config.model.init}/{config.model.pool}",
                           f"{run.best_epoch}/{len(run.history)}", time.perf_counter() - start,
