@@ -42,13 +42,15 @@ class _Layer(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, w_ih, w_hh, out = ctx.saved_tensors
         seq, batch, hidden = out.shape
-        grad_out = grad_out.contiguous()
         # d act / d z for every step at once: relu' = [h > 0], tanh' = 1 - h^2
         slope = (out > 0).to(out.dtype) if ctx.relu else 1 - out * out  # (seq, batch, hidden)
-        dz = torch.empty_like(out)
-        torch.mul(grad_out[-1], slope[-1], out=dz[-1])
+        # dz starts as each step's own gradient; the loop adds what step t+1 sends back, in place
+        # (an in-place addmm_ skips the copy that addmm(..., out=) makes of its first argument)
+        dz = grad_out.clone(memory_format=torch.contiguous_format)  # (seq, batch, hidden)
+        rows, slopes = dz.unbind(0), slope.unbind(0)  # views, (batch, hidden) each
+        rows[-1].mul_(slopes[-1])
         for t in range(seq - 2, -1, -1):  # dL/dh_t = its own gradient + what step t+1 sends back
-            torch.addmm(grad_out[t], dz[t + 1], w_hh, out=dz[t]).mul_(slope[t])
+            rows[t].addmm_(rows[t + 1], w_hh).mul_(slopes[t])
         flat_dz = dz.view(seq * batch, hidden)
         # h_{t-1} for every t > 0; step 0 saw the zero state, which adds nothing to dL/dW_hh
         grad_w_hh = flat_dz[batch:].t() @ out[:-1].reshape(-1, hidden)  # (hidden, hidden), summed over steps

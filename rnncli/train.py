@@ -184,7 +184,7 @@ class Gradients:
             torch.nn.utils.clip_grad_norm_(self.params, max_norm, foreach=True)
             return
         grads = [p.grad for p in self.params if p.grad is not None]
-        rows = self.embedding.weight.grad[self.touched]  # (rows, embed): the only nonzero rows
+        rows = self.embedding.weight.grad.index_select(0, self.touched)  # (rows, embed): the only nonzero rows
         total = torch.linalg.vector_norm(torch.stack([*torch._foreach_norm(grads), rows.norm()]))
         scale = max_norm / (float(total) + 1e-6)
         if scale < 1:  # below the limit, scaling by 1 would rewrite every gradient for nothing
