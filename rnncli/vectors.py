@@ -22,7 +22,7 @@ class Vectors:
     values: np.ndarray  # (vocab, dim) float32; rows not covered are zero
     covered: np.ndarray  # (vocab,) bool: the rows the file filled
     words: int  # training vocabulary words that could be covered (special tokens excluded)
-    added: int = 0  # rows after the training vocabulary: words the file brought in (all covered)
+    added: int = 0  # rows after the training vocabulary: words the file brought in
 
     @property
     def covered_words(self) -> int:
