@@ -49,25 +49,30 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def vector_words(path: str | Path):
-    """The words of a vectors file, in file order (word2vec, fastText and GloVe files put frequent
-    words first), read a line at a time so that a caller may stop early. Raises RnncliError for a
-    missing or unreadable file; the lines themselves are checked by `read_vectors`."""
-    path = Path(path)
+def _lines(path: Path):
+    """(number, line) of a vectors file, from 1, read a line at a time; opening or reading it fails
+    as one RnncliError naming the file."""
     try:
         with path.open(encoding="utf-8", errors="surrogateescape") as fh:
-            for number, line in enumerate(fh, start=1):
-                if number == 1 and _header(line.split()) is not None:
-                    continue
-                word = line.rstrip("\r\n").partition(" ")[0]
-                if word:
-                    yield word
+            yield from enumerate(fh, start=1)
     except FileNotFoundError:
         raise RnncliError(f"{path}: vectors file not found") from None
     except IsADirectoryError:
         raise RnncliError(f"{path}: is a folder, not a vectors file") from None
     except OSError as e:
         raise RnncliError(f"{path}: cannot read the vectors file ({e.strerror})") from None
+
+
+def vector_words(path: str | Path):
+    """The words of a vectors file, in file order (word2vec, fastText and GloVe files put frequent
+    words first), read a line at a time so that a caller may stop early. Raises RnncliError for a
+    missing or unreadable file; the lines themselves are checked by `read_vectors`."""
+    for number, line in _lines(Path(path)):
+        if number == 1 and _header(line.split()) is not None:
+            continue
+        word = line.rstrip("\r\n").partition(" ")[0]
+        if word:
+            yield word
 
 
 def read_vectors(path: str | Path, vocab: dict[str, int], dim: int, skip: int = 2,
@@ -85,47 +90,39 @@ def read_vectors(path: str | Path, vocab: dict[str, int], dim: int, skip: int = 
     covered = np.zeros(size, dtype=bool)
     exact = np.zeros(size, dtype=bool)  # filled by the word's own spelling, not a case variant
     file_dim = None
-    try:
-        with path.open(encoding="utf-8", errors="surrogateescape") as fh:
-            for number, line in enumerate(fh, start=1):
-                word, _, rest = line.rstrip("\r\n").partition(" ")
-                if file_dim is None:
-                    fields = line.split()
-                    if not fields:
-                        continue
-                    file_dim = _header(fields) if number == 1 else None
-                    if file_dim is None:
-                        file_dim = len(fields) - 1
-                    if file_dim != dim:
-                        raise RnncliError(f"{path}: vectors have {file_dim} dimensions but --embed is {dim}; "
-                                          f"pass --embed {file_dim}")
-                    if number == 1 and _header(fields) is not None:
-                        continue
-                row = vocab.get(word)
-                own = row is not None
-                if not own:
-                    row = vocab.get(word.lower())
-                if row is None or row < skip or exact[row] or (covered[row] and not own):
-                    continue
-                numbers = rest.split()
-                if len(numbers) > dim and not all(_is_number(x) for x in numbers[:-dim]):
-                    continue  # a token holding spaces (GloVe 840B has a few): never a vocabulary word
-                if len(numbers) != dim:
-                    raise RnncliError(f"{path}: line {number}: expected a word and {dim} numbers, "
-                                      f"found {len(numbers)} numbers")
-                try:
-                    values[row] = np.array(numbers, dtype=np.float32)
-                except ValueError:
-                    raise RnncliError(f"{path}: line {number}: not a number among the values of "
-                                      f"{word!r}") from None
-                covered[row] = True
-                exact[row] |= own
-    except FileNotFoundError:
-        raise RnncliError(f"{path}: vectors file not found") from None
-    except IsADirectoryError:
-        raise RnncliError(f"{path}: is a folder, not a vectors file") from None
-    except OSError as e:
-        raise RnncliError(f"{path}: cannot read the vectors file ({e.strerror})") from None
+    for number, line in _lines(path):
+        word, _, rest = line.rstrip("\r\n").partition(" ")
+        if file_dim is None:
+            fields = line.split()
+            if not fields:
+                continue
+            file_dim = _header(fields) if number == 1 else None
+            if file_dim is None:
+                file_dim = len(fields) - 1
+            if file_dim != dim:
+                raise RnncliError(f"{path}: vectors have {file_dim} dimensions but --embed is {dim}; "
+                                  f"pass --embed {file_dim}")
+            if number == 1 and _header(fields) is not None:
+                continue
+        row = vocab.get(word)
+        own = row is not None
+        if not own:
+            row = vocab.get(word.lower())
+        if row is None or row < skip or exact[row] or (covered[row] and not own):
+            continue
+        numbers = rest.split()
+        if len(numbers) > dim and not all(_is_number(x) for x in numbers[:-dim]):
+            continue  # a token holding spaces (GloVe 840B has a few): never a vocabulary word
+        if len(numbers) != dim:
+            raise RnncliError(f"{path}: line {number}: expected a word and {dim} numbers, "
+                              f"found {len(numbers)} numbers")
+        try:
+            values[row] = np.array(numbers, dtype=np.float32)
+        except ValueError:
+            raise RnncliError(f"{path}: line {number}: not a number among the values of "
+                              f"{word!r}") from None
+        covered[row] = True
+        exact[row] |= own
     if file_dim is None:
         raise RnncliError(f"{path}: the vectors file is empty")
     words = sum(1 for i in vocab.values() if i >= skip) - added
