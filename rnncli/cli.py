@@ -212,6 +212,7 @@ def train(
     bidirectional: Annotated[bool | None, _opt("bidirectional", "--bidirectional/--no-bidirectional")] = None,
     pool: Annotated[str | None, _opt("pool")] = None,
     dropout: Annotated[float | None, _opt("dropout")] = None,
+    word_dropout: Annotated[float | None, _opt("word_dropout")] = None,
     init: Annotated[str | None, _opt("init")] = None,
     vectors: Annotated[str | None, _opt("vectors")] = None,
     vectors_vocab: Annotated[bool | None, _opt("vectors_vocab", "--vectors-vocab/--no-vectors-vocab")] = None,
@@ -220,6 +221,7 @@ def train(
     epochs: Annotated[int | None, _opt("epochs")] = None,
     batch_size: Annotated[int | None, _opt("batch_size")] = None,
     lr: Annotated[float | None, _opt("lr")] = None,
+    lr_decay: Annotated[float | None, _opt("lr_decay")] = None,
     weight_decay: Annotated[float | None, _opt("weight_decay")] = None,
     clip: Annotated[float | None, _opt("clip")] = None,
     seed: Annotated[int | None, _opt("seed")] = None,
@@ -264,11 +266,11 @@ def train(
     finally:
         progress.close()
     t = Table(title=f"Training: {run.stopped}", title_justify="left")
-    for col in ("epoch", "train loss", "val loss", "val acc", "macro-F1", "seconds", "tok/s"):
+    for col in ("epoch", "lr", "train loss", "val loss", "val acc", "macro-F1", "seconds", "tok/s"):
         t.add_column(col, justify="right")
     for r in run.history:
         style = "bold green" if r.epoch == run.best_epoch else None
-        t.add_row(str(r.epoch), f"{r.train_loss:.4f}", f"{r.loss:.4f}", f"{r.accuracy:.2%}", f"{r.macro_f1:.3f}",
+        t.add_row(str(r.epoch), f"{r.lr:.3g}", f"{r.train_loss:.4f}", f"{r.loss:.4f}", f"{r.accuracy:.2%}", f"{r.macro_f1:.3f}",
                   f"{r.seconds:.1f}", f"{r.tokens_per_second:,.0f}", style=style)
     console.print(t)
     if run.message:

@@ -61,6 +61,8 @@ class ModelConfig:
     pool: str = _f("last", "How the steps' outputs become one vector: the last valid step, "
                    "or the mean or max over valid steps.", choices=POOLS)
     dropout: float = _f(0.2, "Dropout on embeddings, between layers and before the head.", min=0.0, max=0.95)
+    word_dropout: float = _f(0.0, "While training, the chance that a token is read as <unk>: the model learns not "
+                             "to lean on any one word and what <unk> means in context.", min=0.0, max=0.95)
     init: str = _f("orthogonal", "Recurrent weight init: PyTorch's default, orthogonal, or identity "
                    "(Le et al. 2015, for relu rnn).", choices=INITS)
     vectors: str = _f("", "Pretrained word vectors (word2vec/GloVe text: `word v1 ... vD` per line, optional "
@@ -81,6 +83,8 @@ class TrainConfig:
     epochs: int = _f(5, "Passes over the training split.", min=1)
     batch_size: int = _f(64, "Texts per batch.", min=1)
     lr: float = _f(3e-3, "AdamW learning rate.", min=0.0, exclusive_min=True)
+    lr_decay: float = _f(1.0, "Each epoch's learning rate is the previous epoch's times this; 1 keeps it "
+                         "constant.", min=0.0, max=1.0, exclusive_min=True)
     weight_decay: float = _f(0.0, "AdamW weight decay.", min=0.0)
     clip: float = _f(1.0, "Gradient norm clip; 0 turns it off.", min=0.0)
     seed: int = _f(0, "Seed for weights, data order and splits.")

@@ -60,6 +60,7 @@ class Epoch:
     seconds: float
     tokens_per_second: float
     improved: bool
+    lr: float = 0.0  # the epoch's learning rate (records written before it was kept lack it)
 
 
 @dataclass
@@ -464,6 +465,9 @@ def _train(config, progress, out, saved, saved_meta, dist, device, autocast, sca
     try:
         for epoch in range(first_epoch, tc.epochs + 1):
             model.train()
+            # set between epochs, when RowAdamW has brought every row up to date at the old rate
+            for group in optimizer.param_groups:
+                group["lr"] = tc.lr * tc.lr_decay ** (epoch - 1)
             rng = np.random.default_rng([tc.seed, epoch])
             progress.epoch_start(epoch, num_batches)
             start, tokens, loss_sum, seen = time.perf_counter(), 0, 0.0, 0
@@ -497,7 +501,8 @@ def _train(config, progress, out, saved, saved_meta, dist, device, autocast, sca
             improved = best_state is None or m.accuracy > run.best_accuracy
             result = Epoch(epoch=epoch, split="validation", train_loss=loss_sum / max(seen, 1),
                            loss=m.loss, accuracy=m.accuracy, macro_f1=m.macro_f1, seconds=seconds,
-                           tokens_per_second=tokens / max(seconds, 1e-9), improved=improved)
+                           tokens_per_second=tokens / max(seconds, 1e-9), improved=improved,
+                           lr=optimizer.param_groups[0]["lr"])
             run.history.append(result)
             record = {k: v for k, v in asdict(result).items() if k != "improved"}
             if improved:

@@ -61,6 +61,23 @@ def test_orthogonal_init_per_gate():
         torch.testing.assert_close(gate @ gate.T, torch.eye(HIDDEN), atol=1e-5, rtol=0)
 
 
+def test_word_dropout_reads_tokens_as_unk_only_while_training():
+    model = build(word_dropout=0.3).train()
+    ids = torch.randint(2, VOCAB, (7, 3))  # (seq, batch), no <pad> or <unk>
+    ids[5:, 0] = 0  # the first text is padded after 5 tokens
+    torch.manual_seed(1)
+    dropped = model._word_dropout(ids)  # (seq, batch)
+    changed = dropped != ids
+    assert changed.any() and not changed.all()
+    assert (dropped[changed] == 1).all()  # a dropped token becomes <unk>, never another word
+    assert (dropped[5:, 0] == 0).all()  # padding stays padding
+    torch.manual_seed(2)
+    share = (model._word_dropout(torch.randint(2, VOCAB, (400, 50))) == 1).float().mean()
+    assert abs(share - 0.3) < 0.02
+    assert torch.equal(model.eval()._word_dropout(ids), ids)  # evaluation reads every word
+    assert torch.equal(build(word_dropout=0.0).train()._word_dropout(ids), ids)
+
+
 def test_explainable_only_for_one_direction_and_last_pooling():
     assert build().explainable
     assert not build(bidirectional=True).explainable

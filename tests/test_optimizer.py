@@ -8,8 +8,9 @@ from rnncli.optimizer import RowAdamW
 VOCAB, EMBED = 37, 11
 
 
-def train_both(steps: int, weight_decay: float, lr: float = 0.01):
-    """The same gradients through torch's AdamW and through RowAdamW; returns both (weights, state dicts)."""
+def train_both(steps: int, weight_decay: float, lr: float = 0.01, later_lr: float | None = None):
+    """The same gradients through torch's AdamW and through RowAdamW; returns both (weights, state dicts).
+    With `later_lr`, the rate changes between epochs of 20 steps, as `--lr-decay` does: after a flush."""
     torch.manual_seed(0)
     start_embedding, start_other = torch.randn(VOCAB, EMBED), torch.randn(5, 3)
     results = []
@@ -20,6 +21,11 @@ def train_both(steps: int, weight_decay: float, lr: float = 0.01):
         optimizer = RowAdamW([embedding, other], embedding, **kw) if lazy else torch.optim.AdamW([embedding, other], **kw)
         draw = torch.Generator().manual_seed(1)
         for step in range(steps):
+            if later_lr is not None and step and step % 20 == 0:
+                if lazy:
+                    optimizer.flush()  # what train() does at each epoch's end
+                for group in optimizer.param_groups:
+                    group["lr"] = later_lr * step / steps
             # rows 25-36 unused for the first half, then used now and then: long gaps, short gaps
             high = 25 if step < steps // 2 else VOCAB
             rows = torch.unique(torch.randint(1, high, (6,), generator=draw))
@@ -43,6 +49,15 @@ def test_row_adamw_makes_adamws_updates(weight_decay):
     for name in ("exp_avg", "exp_avg_sq"):
         torch.testing.assert_close(lazy_state["state"][0][name], dense_state["state"][0][name], rtol=1e-4, atol=1e-9)
     assert float(lazy_state["state"][0]["step"]) == float(dense_state["state"][0]["step"]) == 80
+
+
+def test_row_adamw_follows_a_rate_changed_between_epochs():
+    (dense, _, dense_state), (lazy, _, lazy_state) = train_both(80, 0.1, later_lr=0.004)
+    (constant, _, _), _ = train_both(80, 0.1)
+    assert not torch.allclose(dense, constant)  # the new rates did change the path
+    torch.testing.assert_close(lazy, dense, rtol=1e-5, atol=1e-5)
+    for name in ("exp_avg", "exp_avg_sq"):
+        torch.testing.assert_close(lazy_state["state"][0][name], dense_state["state"][0][name], rtol=1e-4, atol=1e-9)
 
 
 def test_a_row_is_brought_up_to_date_only_when_used_or_flushed():

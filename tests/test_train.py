@@ -118,7 +118,7 @@ def test_non_finite_loss_before_any_epoch_leaves_no_folder(tmp_path, monkeypatch
 
 
 def test_divergence_after_a_saved_epoch_keeps_the_best_model(tmp_path, monkeypatch, reviews_csv):
-    """The learning rate jumps to 1e38 after epoch 1: epoch 2 diverges, epoch 1's model stays."""
+    """The learning rate jumps to 1e38 in epoch 2: epoch 2 diverges, epoch 1's model stays."""
     optimizers = []
     real = train_module.make_optimizer
 
@@ -127,9 +127,10 @@ def test_divergence_after_a_saved_epoch_keeps_the_best_model(tmp_path, monkeypat
         return optimizers[-1]
 
     class Sabotage(Progress):
-        def epoch_end(self, result):
-            for group in optimizers[0].param_groups:
-                group["lr"] = 1e38
+        def epoch_start(self, epoch, batches):  # after train() has set the epoch's rate
+            if epoch == 2:
+                for group in optimizers[0].param_groups:
+                    group["lr"] = 1e38
 
     monkeypatch.setattr(train_module, "make_optimizer", spy)
     monkeypatch.chdir(tmp_path)
@@ -140,6 +141,18 @@ def test_divergence_after_a_saved_epoch_keeps_the_best_model(tmp_path, monkeypat
     assert loaded.meta["best"]["epoch"] == 1
     assert all(torch.isfinite(p).all() for p in loaded.model.parameters())
     assert len((tmp_path / "m" / checkpoint.METRICS).read_text().splitlines()) == 1
+
+
+def test_lr_decay_lowers_each_epochs_rate(tmp_path, monkeypatch, reviews_csv):
+    monkeypatch.chdir(tmp_path)
+    run = train(tiny(reviews_csv, out="decayed", epochs=3, patience=3, lr=0.004, lr_decay=0.5))
+    assert [e.lr for e in run.history] == pytest.approx([0.004, 0.002, 0.001])
+    records = checkpoint.read_metrics(Path("decayed"))
+    assert [r["lr"] for r in records if r["split"] == "validation"] == pytest.approx([0.004, 0.002, 0.001])
+    constant = train(tiny(reviews_csv, out="constant", epochs=3, patience=3, lr=0.004))
+    assert [e.lr for e in constant.history] == pytest.approx([0.004] * 3)
+    assert constant.history[0].train_loss == run.history[0].train_loss  # the same first epoch...
+    assert constant.history[-1].train_loss != run.history[-1].train_loss  # ...then slower steps
 
 
 def test_class_weights_auto(tmp_path, monkeypatch):
