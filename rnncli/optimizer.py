@@ -8,6 +8,8 @@ k steps), weight decay shrinks it by (1 - lr * wd)^k, and it keeps drifting alon
 sum of step sizes that fades as (beta1 / sqrt(beta2))^j. `RowAdamW` applies those k skipped
 steps to a row only when a batch uses it again (or at `flush`, before the weights are read), then
 the batch's own step. The result is dense AdamW's up to eps in the skipped steps' denominators.
+That own step runs torch's fused AdamW kernel on the gathered rows; on the CPU one call of it
+steps the rows and every other parameter together, skipping torch.optim's per-step bookkeeping.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class RowAdamW(torch.optim.AdamW):
         self.rows: torch.Tensor | None = None  # (rows,) the ids the next step's batch used
         self._last = torch.zeros(embedding.shape[0], dtype=torch.long, device=embedding.device)  # step each row is at
         self._table = None  # (hyperparameters, drift, floor, q), see `_tables`
+        self._others: list[torch.Tensor] | None = None  # see `_direct`
 
     # ------------------------------------------------------------------ the embedding's state
     def _moments(self) -> dict:
@@ -75,44 +78,80 @@ class RowAdamW(torch.optim.AdamW):
             self._table = (hyper, drift.to(device, dtype), floor.to(device, dtype), q)
         return self._table[1:]
 
-    def _advance(self, rows: torch.Tensor, now: int, grad: torch.Tensor | None) -> None:
-        """Bring `rows` (sorted unique ids) to step `now`: the zero-gradient steps since each row's
-        last one, then, given `grad` (vocab, embed), step `now` itself exactly as torch's AdamW."""
+    def _catch_up(self, rows: torch.Tensor, upto: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Copies of `rows`' weights and moments (sorted unique ids, (rows, embed) each) brought
+        through the zero-gradient steps from each row's last one to step `upto`."""
         state = self._moments()
-        hyper = lr, beta1, beta2, eps, decay = self._hyper()
-        drift, floor, q = self._tables(hyper, now)
-        upto = now - 1 if grad is not None else now  # the last zero-gradient step
+        hyper = _, beta1, beta2, _, decay = self._hyper()
+        drift, floor, q = self._tables(hyper, upto)
         take = lambda t: t.index_select(0, rows)
         last = take(self._last)  # (rows,) each row's last step
         skipped = (upto - last).to(drift.dtype)  # (rows,)
         p, m, v = take(self.embedding), take(state["exp_avg"]), take(state["exp_avg_sq"])  # (rows, embed)
         moved = drift.index_select(0, last) - torch.pow(q, skipped) * float(drift[upto])  # (rows,)
-        shrink = torch.pow(decay, skipped + (grad is not None)) if decay != 1.0 else None  # (rows,)
-        if shrink is not None:
+        if decay != 1.0:
+            shrink = torch.pow(decay, skipped)  # (rows,)
             moved *= shrink
             p.mul_(shrink[:, None])
         p.addcdiv_(m * moved[:, None], v.sqrt().add_(floor.index_select(0, last)[:, None]), value=-1.0)
-        if grad is None:
-            m.mul_(torch.pow(beta1, skipped)[:, None])
-            v.mul_(torch.pow(beta2, skipped)[:, None])
-        else:
-            g = take(grad)  # (rows, embed)
-            m.mul_(torch.pow(beta1, skipped + 1)[:, None]).add_(g, alpha=1 - beta1)
-            v.mul_(torch.pow(beta2, skipped + 1)[:, None]).addcmul_(g, g, value=1 - beta2)
-            # lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps), with sqrt(bc2) moved out of the denominator
-            root_bc2 = math.sqrt(1 - beta2**now)
-            p.addcdiv_(m, v.sqrt().add_(eps * root_bc2), value=-lr * root_bc2 / (1 - beta1**now))
+        m.mul_(torch.pow(beta1, skipped)[:, None])
+        v.mul_(torch.pow(beta2, skipped)[:, None])
+        return p, m, v
+
+    def _put(self, rows: torch.Tensor, now: int, p: torch.Tensor, m: torch.Tensor, v: torch.Tensor) -> None:
+        """Write the rows' weights and moments back; they are at step `now`."""
+        state = self._moments()
         self.embedding.index_copy_(0, rows, p)
         state["exp_avg"].index_copy_(0, rows, m)
         state["exp_avg_sq"].index_copy_(0, rows, v)
         self._last.index_fill_(0, rows, now)
 
+    def _fused(self, params, grads, exp_avgs, exp_avg_sqs, steps) -> None:
+        """Torch's fused AdamW kernel (what `AdamW(fused=True)` runs) on the step counts `steps`."""
+        group = self.param_groups[0]
+        beta1, beta2 = group["betas"]
+        torch._fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=float(group["lr"]),
+                            beta1=float(beta1), beta2=float(beta2), weight_decay=float(group["weight_decay"]),
+                            eps=float(group["eps"]), maximize=False, grad_scale=None, found_inf=None)
+
     # ------------------------------------------------------------------ the optimizer
+    def _direct(self) -> list[torch.Tensor] | None:
+        """The other parameters, when one fused kernel call can step them with the rows: a plain
+        fused AdamW on the CPU whose state exists (a first step goes through torch's own)."""
+        group = self.param_groups[0]
+        if getattr(self, "grad_scale", None) is not None or getattr(self, "found_inf", None) is not None:
+            return None
+        if self._others is None:  # checked once the states exist; the group's flags do not change
+            if (self.embedding.device.type != "cpu" or not group.get("fused") or group["amsgrad"]
+                    or group["maximize"] or group.get("differentiable")):
+                return None
+            others = [p for p in group["params"] if p is not self.embedding]
+            if not all(self.state[p] and self.state[p]["step"].dtype == torch.float32 and p.dtype == self.embedding.dtype
+                       for p in [*others, self.embedding]):
+                return None
+            self._others = others
+        return None if any(p.grad is None for p in self._others) else self._others
+
     @torch.no_grad()
     def step(self, closure=None):
         weight, grad = self.embedding, self.embedding.grad
         if grad is None:
             return super().step(closure)
+        rows = self.rows if self.rows is not None else torch.arange(len(weight), device=weight.device)
+        state = self._moments()
+        others = self._direct() if closure is None else None
+        now = int(state["step"]) + 1
+        if others is not None:
+            # one kernel call for every parameter and the rows, skipping torch.optim's per-step
+            # bookkeeping, a fifth of a small model's step; the same kernel AdamW(fused=True) runs
+            p, m, v = self._catch_up(rows, now - 1)
+            states = [self.state[o] for o in others]
+            steps = [s["step"] for s in states] + [state["step"]]
+            torch._foreach_add_(steps, 1)
+            self._fused([*others, p], [*(o.grad for o in others), grad.index_select(0, rows)],
+                        [*(s["exp_avg"] for s in states), m], [*(s["exp_avg_sq"] for s in states), v], steps)
+            self._put(rows, now, p, m, v)
+            return None
         weight.grad = None  # torch's AdamW skips a parameter without a gradient
         try:
             loss = super().step(closure)
@@ -123,11 +162,12 @@ class RowAdamW(torch.optim.AdamW):
         found_inf, scale = getattr(self, "found_inf", None), getattr(self, "grad_scale", None)
         if found_inf is not None and float(found_inf) > 0:
             return loss  # an overflowed step is skipped, its count included
-        rows = self.rows if self.rows is not None else torch.arange(len(weight), device=weight.device)
-        state = self._moments()
-        now = int(state["step"]) + 1
-        self._advance(rows, now, grad if scale is None else grad / scale)
+        p, m, v = self._catch_up(rows, now - 1)
+        g = grad.index_select(0, rows)  # (rows, embed)
         state["step"].fill_(now)
+        self._fused([p], [g if scale is None else g / scale], [m], [v],
+                    [torch.full((), float(now), dtype=torch.float32, device=p.device)])
+        self._put(rows, now, p, m, v)
         return loss
 
     @torch.no_grad()
@@ -139,7 +179,7 @@ class RowAdamW(torch.optim.AdamW):
         now = int(state["step"])
         rows = torch.nonzero(self._last < now).flatten()  # (rows,)
         if len(rows):
-            self._advance(rows, now, None)
+            self._put(rows, now, *self._catch_up(rows, now))
 
     def state_dict(self):
         self.flush()
@@ -147,5 +187,6 @@ class RowAdamW(torch.optim.AdamW):
 
     def load_state_dict(self, state_dict) -> None:
         super().load_state_dict(state_dict)
+        self._others = None  # new state tensors: check them again
         state = self.state.get(self.embedding)
         self._last.fill_(int(state["step"]) if state else 0)  # a saved state is flushed

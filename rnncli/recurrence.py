@@ -29,11 +29,13 @@ def _steps(x, w_ih, w_hh, bias, relu: bool) -> torch.Tensor:
 
 
 class _Layer(torch.autograd.Function):
-    """One direction of one layer from a zero start state: x (seq, batch, in) -> H (seq, batch, hidden)."""
+    """One direction of one layer from a zero start state: x (seq, batch, in) -> H (seq, batch, hidden).
+    For a layer without biases, b_ih and b_hh are zero tensors that need no gradient."""
 
     @staticmethod
-    def forward(ctx, x, w_ih, w_hh, bias, relu: bool):
-        out = _steps(x, w_ih, w_hh, bias, relu)
+    def forward(ctx, x, w_ih, w_hh, b_ih, b_hh, relu: bool):
+        # the two biases are summed in here, not by autograd: one graph node fewer per layer
+        out = _steps(x, w_ih, w_hh, b_ih + b_hh, relu)
         ctx.save_for_backward(x, w_ih, w_hh, out)
         ctx.relu = relu
         return out
@@ -55,9 +57,9 @@ class _Layer(torch.autograd.Function):
         # h_{t-1} for every t > 0; step 0 saw the zero state, which adds nothing to dL/dW_hh
         grad_w_hh = flat_dz[batch:].t() @ out[:-1].reshape(-1, hidden)  # (hidden, hidden), summed over steps
         grad_w_ih = flat_dz.t() @ x.reshape(seq * batch, -1)  # (hidden, in)
-        grad_bias = flat_dz.sum(0)
+        grad_bias = flat_dz.sum(0)  # the same for b_ih and b_hh
         grad_x = (flat_dz @ w_ih).view_as(x) if ctx.needs_input_grad[0] else None
-        return grad_x, grad_w_ih, grad_w_hh, grad_bias, None
+        return grad_x, grad_w_ih, grad_w_hh, grad_bias, grad_bias, None
 
 
 def keep_mask(shape, p: float, like: torch.Tensor) -> torch.Tensor:
@@ -85,12 +87,12 @@ def locked_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return x * keep_mask((1, *x.shape[1:]), p, x)  # mask (1, batch, features)
 
 
-def _weights(rnn: nn.RNN, suffix: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """W_ih, W_hh and the summed bias of one layer and direction (suffix `_l0`, `_l1_reverse`, ...)."""
+def _weights(rnn: nn.RNN, suffix: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """W_ih, W_hh, b_ih and b_hh of one layer and direction (suffix `_l0`, `_l1_reverse`, ...)."""
     w_ih, w_hh = getattr(rnn, "weight_ih" + suffix), getattr(rnn, "weight_hh" + suffix)
-    bias = getattr(rnn, "bias_ih" + suffix) + getattr(rnn, "bias_hh" + suffix) if rnn.bias else \
-        w_hh.new_zeros(rnn.hidden_size)
-    return w_ih, w_hh, bias
+    if not rnn.bias:
+        return w_ih, w_hh, w_hh.new_zeros(rnn.hidden_size), w_hh.new_zeros(rnn.hidden_size)
+    return w_ih, w_hh, getattr(rnn, "bias_ih" + suffix), getattr(rnn, "bias_hh" + suffix)
 
 
 def supported(rnn: nn.Module, x: torch.Tensor) -> bool:
@@ -111,8 +113,8 @@ def run_packed(rnn: nn.RNN, x: torch.Tensor, batch_sizes: list[int]) -> torch.Te
     for n in batch_sizes[:-1]:
         starts.append(starts[-1] + n)
     for layer in range(rnn.num_layers):
-        w_ih, w_hh, bias = _weights(rnn, f"_l{layer}")
-        out = torch.addmm(bias, x, w_ih.t())  # (tokens, hidden): every step's input term at once
+        w_ih, w_hh, b_ih, b_hh = _weights(rnn, f"_l{layer}")
+        out = torch.addmm(b_ih + b_hh, x, w_ih.t())  # (tokens, hidden): every step's input term at once
         w_hh_t = w_hh.t()
         act(out[: batch_sizes[0]])  # h_0 = 0
         for t in range(1, len(batch_sizes)):
@@ -131,12 +133,12 @@ def run(rnn: nn.RNN, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     for layer in range(rnn.num_layers):
         outputs = []
         for d in range(dirs):
-            w_ih, w_hh, bias = _weights(rnn, f"_l{layer}" + ("_reverse" if d else ""))
+            w_ih, w_hh, b_ih, b_hh = _weights(rnn, f"_l{layer}" + ("_reverse" if d else ""))
             seq_in = layer_input.flip(0) if d else layer_input  # the reverse direction reads backwards
             if torch.is_grad_enabled():
-                out = _Layer.apply(seq_in, w_ih, w_hh, bias, relu)  # (seq, batch, hidden)
+                out = _Layer.apply(seq_in, w_ih, w_hh, b_ih, b_hh, relu)  # (seq, batch, hidden)
             else:  # inference: no graph, nothing saved for backward
-                out = _steps(seq_in, w_ih, w_hh, bias, relu)
+                out = _steps(seq_in, w_ih, w_hh, b_ih + b_hh, relu)
             finals.append(out[-1])
             outputs.append(out.flip(0) if d else out)
         layer_input = outputs[0] if dirs == 1 else torch.cat(outputs, dim=2)  # (seq, batch, hidden x dirs)

@@ -8,7 +8,7 @@ from rnncli.optimizer import RowAdamW
 VOCAB, EMBED = 37, 11
 
 
-def train_both(steps: int, weight_decay: float, lr: float = 0.01, later_lr: float | None = None):
+def train_both(steps: int, weight_decay: float, lr: float = 0.01, later_lr: float | None = None, fused: bool = False):
     """The same gradients through torch's AdamW and through RowAdamW; returns both (weights, state dicts).
     With `later_lr`, the rate changes between epochs of 20 steps, as `--lr-decay` does: after a flush."""
     torch.manual_seed(0)
@@ -17,7 +17,7 @@ def train_both(steps: int, weight_decay: float, lr: float = 0.01, later_lr: floa
     for lazy in (False, True):
         embedding = torch.nn.Parameter(start_embedding.clone())
         other = torch.nn.Parameter(start_other.clone())
-        kw = {"lr": lr, "weight_decay": weight_decay}
+        kw = {"lr": lr, "weight_decay": weight_decay, "fused": fused}
         optimizer = RowAdamW([embedding, other], embedding, **kw) if lazy else torch.optim.AdamW([embedding, other], **kw)
         draw = torch.Generator().manual_seed(1)
         for step in range(steps):
@@ -39,11 +39,13 @@ def train_both(steps: int, weight_decay: float, lr: float = 0.01, later_lr: floa
     return results
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
-def test_row_adamw_makes_adamws_updates(weight_decay):
-    (dense, dense_other, dense_state), (lazy, lazy_other, lazy_state) = train_both(80, weight_decay)
+def test_row_adamw_makes_adamws_updates(weight_decay, fused):
+    """fused: after the first step, RowAdamW runs torch's fused kernel itself, on everything at once."""
+    (dense, dense_other, dense_state), (lazy, lazy_other, lazy_state) = train_both(80, weight_decay, fused=fused)
     assert not torch.allclose(dense, train_both(0, weight_decay)[0][0])  # the rows did move
-    torch.testing.assert_close(lazy_other, dense_other, rtol=0, atol=0)  # the other parameters: torch's AdamW itself
+    torch.testing.assert_close(lazy_other, dense_other, rtol=0, atol=0)  # the other parameters: AdamW's own kernel
     # the rows' skipped steps are summed in closed form: equal up to rounding and eps
     torch.testing.assert_close(lazy, dense, rtol=1e-5, atol=1e-5)
     for name in ("exp_avg", "exp_avg_sq"):
@@ -51,8 +53,9 @@ def test_row_adamw_makes_adamws_updates(weight_decay):
     assert float(lazy_state["state"][0]["step"]) == float(dense_state["state"][0]["step"]) == 80
 
 
-def test_row_adamw_follows_a_rate_changed_between_epochs():
-    (dense, _, dense_state), (lazy, _, lazy_state) = train_both(80, 0.1, later_lr=0.004)
+@pytest.mark.parametrize("fused", [False, True])
+def test_row_adamw_follows_a_rate_changed_between_epochs(fused):
+    (dense, _, dense_state), (lazy, _, lazy_state) = train_both(80, 0.1, later_lr=0.004, fused=fused)
     (constant, _, _), _ = train_both(80, 0.1)
     assert not torch.allclose(dense, constant)  # the new rates did change the path
     torch.testing.assert_close(lazy, dense, rtol=1e-5, atol=1e-5)
@@ -120,3 +123,18 @@ def test_a_step_gradscaler_marks_overflowed_changes_nothing():
     optimizer.step()
     assert torch.equal(embedding, before[0]) and torch.equal(other, before[1])
     assert float(optimizer.state[embedding]["step"]) == 1
+
+
+def test_fused_row_adamw_steps_everything_in_one_kernel_call(monkeypatch):
+    """After torch's AdamW has made the other parameters' state, each step is one fused kernel call."""
+    calls = []
+    kernel = torch._fused_adamw_
+    monkeypatch.setattr(torch, "_fused_adamw_", lambda params, *a, **kw: (calls.append(len(params)), kernel(params, *a, **kw)))
+    embedding, a, b = torch.nn.Parameter(torch.randn(VOCAB, EMBED)), torch.nn.Parameter(torch.randn(3)), torch.nn.Parameter(torch.randn(2, 5))
+    optimizer = RowAdamW([embedding, a, b], embedding, lr=0.1, fused=True)
+    for _ in range(3):
+        embedding.grad, a.grad, b.grad = torch.randn(VOCAB, EMBED), torch.randn(3), torch.randn(2, 5)
+        optimizer.rows = torch.tensor([2, 5, 30])
+        optimizer.step()
+    assert calls == [2, 1, 3, 3]  # first: torch's for a and b, then the rows; then all at once
+    assert [float(optimizer.state[p]["step"]) for p in (embedding, a, b)] == [3, 3, 3]

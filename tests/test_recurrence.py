@@ -9,9 +9,10 @@ from rnncli import recurrence
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("layers", [1, 3])
-def test_matches_nn_rnn_forward_and_backward(nonlinearity, bidirectional, layers):
+@pytest.mark.parametrize("bias", [True, False])
+def test_matches_nn_rnn_forward_and_backward(nonlinearity, bidirectional, layers, bias):
     torch.manual_seed(0)
-    rnn = torch.nn.RNN(11, 13, num_layers=layers, nonlinearity=nonlinearity, bidirectional=bidirectional)
+    rnn = torch.nn.RNN(11, 13, num_layers=layers, nonlinearity=nonlinearity, bidirectional=bidirectional, bias=bias)
     x = torch.randn(7, 3, 11, requires_grad=True)  # (seq, batch, feature)
     weights = torch.randn(7, 3, 13 * (2 if bidirectional else 1))  # a loss that touches every step
 
