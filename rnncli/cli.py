@@ -226,6 +226,7 @@ def train(
     clip: Annotated[float | None, _opt("clip")] = None,
     seed: Annotated[int | None, _opt("seed")] = None,
     patience: Annotated[int | None, _opt("patience")] = None,
+    label_smoothing: Annotated[float | None, _opt("label_smoothing")] = None,
     class_weights: Annotated[str | None, _opt("class_weights")] = None,
     device: Annotated[str | None, _opt("device")] = None,
     precision: Annotated[str | None, _opt("precision")] = None,

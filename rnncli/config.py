@@ -89,6 +89,8 @@ class TrainConfig:
     clip: float = _f(1.0, "Gradient norm clip; 0 turns it off.", min=0.0)
     seed: int = _f(0, "Seed for weights, data order and splits.")
     patience: int = _f(3, "Stop after this many epochs without a better validation accuracy.", min=1)
+    label_smoothing: float = _f(0.0, "Train towards (1 - this) on the true label and the rest spread over the "
+                                "others, instead of all on the true label.", min=0.0, max=0.99)
     class_weights: str = _f("none", "`auto` weighs the loss by inverse class frequency.", choices=CLASS_WEIGHTS)
     device: str = _f("auto", "auto, cpu, cuda or cuda:N. Under torchrun, cuda means each process's "
                      "LOCAL_RANK GPU.")

@@ -383,7 +383,7 @@ def _train(config, progress, out, saved, saved_meta, dist, device, autocast, sca
         counts = np.bincount(train_split.labels, minlength=len(corpus.labels)).astype(float)
         weight = torch.tensor(len(train_split) / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32,
                               device=device)
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=tc.label_smoothing)
     if dc.streaming:
         def batches(epoch: int, rng: np.random.Generator):
             """Each buffer of the stream grouped by length and shuffled; the stream's length is unknown."""
@@ -418,7 +418,8 @@ def _train(config, progress, out, saved, saved_meta, dist, device, autocast, sca
         "distributed": {"processes": dist.world, "batch_size_per_process": tc.batch_size},
         "determinism": {"device": str(device), "torch_threads": torch.get_num_threads(),
                         "deterministic": device.type == "cpu",
-                        "note": "CPU runs with the same seed and threads repeat bit for bit; "
+                        "note": "CPU runs with the same seed and threads usually repeat bit for bit, "
+                                "but not always on large data (SST-2: 1 run in 7 differed); "
                                 "CUDA kernels (cuDNN RNNs) may differ in the last bits."},
         "best": {},
     }

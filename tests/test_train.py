@@ -155,6 +155,15 @@ def test_lr_decay_lowers_each_epochs_rate(tmp_path, monkeypatch, reviews_csv):
     assert constant.history[-1].train_loss != run.history[-1].train_loss  # ...then slower steps
 
 
+def test_label_smoothing_reaches_the_loss(tmp_path, monkeypatch, reviews_csv):
+    monkeypatch.chdir(tmp_path)
+    plain = train(tiny(reviews_csv, out="plain", epochs=1))
+    smooth = train(tiny(reviews_csv, out="smooth", epochs=1, label_smoothing=0.2))
+    assert checkpoint.load("smooth").config.train.label_smoothing == 0.2
+    # a smoothed target cannot be met exactly, so its loss stays higher on the same batches
+    assert smooth.history[0].train_loss > plain.history[0].train_loss
+
+
 def test_class_weights_auto(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = write_reviews_csv(tmp_path / "all.csv", n=300)
