@@ -418,8 +418,8 @@ def _train(config, progress, out, saved, saved_meta, dist, device, autocast, sca
         "distributed": {"processes": dist.world, "batch_size_per_process": tc.batch_size},
         "determinism": {"device": str(device), "torch_threads": torch.get_num_threads(),
                         "deterministic": device.type == "cpu",
-                        "note": "CPU runs with the same seed and threads usually repeat bit for bit, "
-                                "but not always on large data (SST-2: 1 run in 7 differed); "
+                        "note": "CPU runs with the same seed and threads usually repeat bit for bit; "
+                                "on large data an occasional run has been seen to differ (see README); "
                                 "CUDA kernels (cuDNN RNNs) may differ in the last bits."},
         "best": {},
     }
