@@ -91,7 +91,8 @@ def _weights(rnn: nn.RNN, suffix: str) -> tuple[torch.Tensor, torch.Tensor, torc
     """W_ih, W_hh, b_ih and b_hh of one layer and direction (suffix `_l0`, `_l1_reverse`, ...)."""
     w_ih, w_hh = getattr(rnn, "weight_ih" + suffix), getattr(rnn, "weight_hh" + suffix)
     if not rnn.bias:
-        return w_ih, w_hh, w_hh.new_zeros(rnn.hidden_size), w_hh.new_zeros(rnn.hidden_size)
+        zero = w_hh.new_zeros(rnn.hidden_size)  # needs no gradient, so one tensor serves as both
+        return w_ih, w_hh, zero, zero
     return w_ih, w_hh, getattr(rnn, "bias_ih" + suffix), getattr(rnn, "bias_hh" + suffix)
 
 
