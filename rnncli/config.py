@@ -21,7 +21,7 @@ else:  # pragma: no cover
 
 CELLS = ("rnn", "gru", "lstm")
 NONLINEARITIES = ("tanh", "relu")
-POOLS = ("last", "mean", "max")
+POOLS = ("last", "mean", "max", "attn")
 INITS = ("default", "orthogonal", "identity")
 CLASS_WEIGHTS = ("none", "auto")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -58,8 +58,9 @@ class ModelConfig:
     embed: int = _f(128, "Embedding size (the RNN's input feature size).", min=1)
     hidden: int = _f(128, "Hidden state size.", min=1)
     bidirectional: bool = _f(False, "Read each text both ways.")
-    pool: str = _f("last", "How the steps' outputs become one vector: the last valid step, "
-                   "or the mean or max over valid steps.", choices=POOLS)
+    pool: str = _f("last", "How the steps' outputs become one vector: the last valid step, the mean or max "
+                   "over valid steps, or attn: a mean weighted by a score learned for each step's output.",
+                   choices=POOLS)
     dropout: float = _f(0.2, "Dropout on embeddings, between layers and before the head.", min=0.0, max=0.95)
     word_dropout: float = _f(0.0, "While training, the chance that a token is read as <unk>: the model learns not "
                              "to lean on any one word and what <unk> means in context.", min=0.0, max=0.95)

@@ -38,6 +38,8 @@ class RNNClassifier(nn.Module):
             dropout=config.dropout if config.layers > 1 else 0.0,
             bidirectional=config.bidirectional, **extra,
         )
+        if config.pool == "attn":
+            self.attn = nn.Linear(config.hidden * self.directions, 1)  # one score per step's output
         self.head = nn.Linear(config.hidden * self.directions, num_classes)
         self._init_recurrent(config.init)
         self.embedding.weight.requires_grad_(not config.freeze_vectors)
@@ -95,6 +97,10 @@ class RNNClassifier(nn.Module):
             # forward direction ends at the last token; backward direction ends at the first
             return torch.cat([last[:, :hidden], out[0, :, hidden:]], dim=1)  # (batch, 2H)
         valid = torch.arange(seq, device=out.device)[:, None] < lengths[None, :]  # (seq, batch)
+        if self.config.pool == "attn":
+            # the text decides which steps matter: softmax of a learned score over its valid steps
+            score = self.attn(out).squeeze(-1).masked_fill(~valid, float("-inf"))  # (seq, batch)
+            return (out * score.softmax(0)[..., None]).sum(0)  # (batch, H)
         if self.config.pool == "mean":
             summed = (out * valid[..., None]).sum(0)  # (batch, H)
             return summed / lengths[:, None].to(out.dtype)
@@ -126,7 +132,13 @@ class RNNClassifier(nn.Module):
         else:
             text_of = torch.arange(len(ids)) - torch.repeat_interleave(step_start, sizes)  # (tokens,)
             pooled = out.new_zeros(texts, out.shape[1])
-            if self.config.pool == "mean":
+            if self.config.pool == "attn":  # a softmax within each text's own tokens
+                score = self.attn(out).squeeze(1)  # (tokens,)
+                top = score.new_full((texts,), float("-inf")).scatter_reduce_(0, text_of, score, "amax")
+                weight = (score - top[text_of]).exp()  # (tokens,)
+                total = weight.new_zeros(texts).index_add_(0, text_of, weight)  # (texts,)
+                pooled.index_add_(0, text_of, out * (weight / total[text_of])[:, None])
+            elif self.config.pool == "mean":
                 pooled.index_add_(0, text_of, out).div_(lengths[:, None].to(out.dtype))
             else:
                 pooled.fill_(float("-inf")).scatter_reduce_(0, text_of[:, None].expand_as(out), out, "amax")

@@ -18,7 +18,7 @@ def build(**kw) -> RNNClassifier:
 @settings(max_examples=40, deadline=None)
 @given(
     cell=st.sampled_from(["rnn", "gru", "lstm"]),
-    pool=st.sampled_from(["last", "mean", "max"]),
+    pool=st.sampled_from(["last", "mean", "max", "attn"]),
     bidirectional=st.booleans(),
     layers=st.integers(1, 2),
     lengths=st.lists(st.integers(1, 7), min_size=2, max_size=5),
@@ -86,7 +86,7 @@ def test_explainable_only_for_one_direction_and_last_pooling():
 
 @settings(max_examples=30, deadline=None)
 @given(
-    pool=st.sampled_from(["last", "mean", "max"]),
+    pool=st.sampled_from(["last", "mean", "max", "attn"]),
     nonlinearity=st.sampled_from(["tanh", "relu"]),
     layers=st.integers(1, 3),
     lengths=st.lists(st.integers(1, 7), min_size=1, max_size=6),
@@ -127,3 +127,19 @@ def test_every_worker_thread_flushes_denormals():
             "print(int((x * 1.0).ne(0).sum()))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "0"
+
+
+def test_attention_pooling_is_a_weighted_mean_over_valid_steps():
+    """`attn` scores each step's output and softmaxes the scores over the text's own steps: with every
+    score equal it is the mean, and a step that scores far higher takes the whole weight."""
+    lengths = torch.tensor([7, 4, 2])
+    out = torch.randn(7, 3, HIDDEN)  # (seq, batch, hidden)
+    model = build(pool="attn")
+    with torch.no_grad():
+        model.attn.weight.zero_()
+        torch.testing.assert_close(model.pool(out, lengths), build(pool="mean").pool(out, lengths))
+        model.attn.weight[0, 0] = 1e4  # the score follows the first feature
+        out[:, :, 0] = torch.arange(7.0)[:, None]  # which grows with the step
+        pooled = model.pool(out, lengths)  # (batch, hidden)
+    for j, n in enumerate(lengths.tolist()):  # the last valid step wins, never padding beyond it
+        torch.testing.assert_close(pooled[j], out[n - 1, j])

@@ -107,7 +107,8 @@ def test_explain_an_empty_text_is_an_error(clf):
 
 
 @pytest.mark.parametrize("options, why", [({"bidirectional": True}, "bidirectional"),
-                                          ({"pool": "mean"}, "mean"), ({"pool": "max"}, "max")])
+                                          ({"pool": "mean"}, "mean"), ({"pool": "max"}, "max"),
+                                          ({"pool": "attn"}, "attn")])
 def test_explain_refuses_models_it_cannot_read(model_folder, options, why):
     folder, _ = model_folder(**options)
     clf = Classifier.load(folder)
