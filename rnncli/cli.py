@@ -371,7 +371,9 @@ def predict(
     threshold: Annotated[float | None, typer.Option(help="Two-class models: answer the second label "
                                                             "(e.g. positive) only above this probability.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per batch.")] = 128,
-    explain: Annotated[bool, typer.Option(help="Show the class probabilities after every word.")] = False,
+    explain: Annotated[bool, typer.Option(help="Show how the model reads the text: the class probabilities "
+                                                "after every word (a one-direction model pooled at the last "
+                                                "step), or the attention each word gets (--pool attn).")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "cpu",
 ):
     """Classify texts with a trained model: one record per input line, in input order.
@@ -417,9 +419,21 @@ def predict(
 
 def _print_explanation(ex, as_json: bool) -> None:
     if as_json:
-        typer.echo(jsonl({"text": ex.text, "tokens": ex.tokens, "labels": ex.labels,
-                          "probabilities": ex.probabilities, "label": ex.prediction.label,
-                          "score": ex.prediction.score}))
+        record = {"text": ex.text, "tokens": ex.tokens, "labels": ex.labels}
+        record |= {"attention": ex.attention} if ex.attention else {"probabilities": ex.probabilities}
+        typer.echo(jsonl(record | {"label": ex.prediction.label, "score": ex.prediction.score}))
+        return
+    if ex.attention:
+        t = Table(title=f"Where the model looked: {ex.prediction.label} ({ex.prediction.score:.3f})",
+                  title_justify="left")
+        t.add_column("step", justify="right")
+        t.add_column("word")
+        t.add_column("attention", justify="right")
+        t.add_column("")
+        top = max(ex.attention)
+        for i, (token, weight) in enumerate(zip(ex.tokens, ex.attention), start=1):
+            t.add_row(str(i), token, f"{weight:.3f}", "#" * round(weight / top * 20))
+        console.print(t)
         return
     t = Table(title=f"How the answer builds up, word by word: {ex.prediction.label} "
                     f"({ex.prediction.score:.3f})", title_justify="left")

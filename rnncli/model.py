@@ -98,13 +98,19 @@ class RNNClassifier(nn.Module):
             return torch.cat([last[:, :hidden], out[0, :, hidden:]], dim=1)  # (batch, 2H)
         valid = torch.arange(seq, device=out.device)[:, None] < lengths[None, :]  # (seq, batch)
         if self.config.pool == "attn":
-            # the text decides which steps matter: softmax of a learned score over its valid steps
-            score = self.attn(out).squeeze(-1).masked_fill(~valid, float("-inf"))  # (seq, batch)
-            return (out * score.softmax(0)[..., None]).sum(0)  # (batch, H)
+            return (out * self.attention(out, valid)[..., None]).sum(0)  # (batch, H)
         if self.config.pool == "mean":
             summed = (out * valid[..., None]).sum(0)  # (batch, H)
             return summed / lengths[:, None].to(out.dtype)
         return out.masked_fill(~valid[..., None], float("-inf")).max(0).values  # (batch, H)
+
+    def attention(self, out: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """How much of `attn` pooling each step gets: out (seq, batch, H) -> weights (seq, batch), each
+        text's summing to 1 over its valid steps. The text decides which of its steps matter."""
+        score = self.attn(out).squeeze(-1)  # (seq, batch)
+        if valid is not None:
+            score = score.masked_fill(~valid, float("-inf"))
+        return score.softmax(0)  # (seq, batch)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """ids (seq, batch), lengths (batch,) or None when no text is padded -> logits (batch, classes)."""
@@ -155,4 +161,6 @@ class RNNClassifier(nn.Module):
 
     @property
     def explainable(self) -> bool:
-        return self.directions == 1 and self.config.pool == "last"
+        """Whether `predict --explain` can show how this model reads a text: the answer after each
+        prefix (one direction, last step) or the attention each word gets (`attn` pooling)."""
+        return (self.directions == 1 and self.config.pool == "last") or self.config.pool == "attn"

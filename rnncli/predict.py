@@ -60,8 +60,9 @@ class Explanation:
     text: str
     tokens: list[str]
     labels: list[str]
-    probabilities: list[list[float]]  # one row per token: class probabilities after that prefix
+    probabilities: list[list[float]]  # one row per token: class probabilities after that prefix (`last` pooling)
     prediction: Prediction
+    attention: list[float] = field(default_factory=list)  # one weight per token, summing to 1 (`attn` pooling)
 
 
 class Classifier:
@@ -122,17 +123,25 @@ class Classifier:
 
     @torch.inference_mode()
     def explain(self, text: str) -> Explanation:
-        """Class probabilities after each prefix, read from the RNN's `out` at every step."""
+        """How the model read `text`, from the RNN's `out` at every step: the class probabilities
+        after each prefix (a one-direction model pooled at the last step), or the attention weight
+        each token got (`attn` pooling)."""
         if not self.model.explainable:
             why = "bidirectional" if self.model.directions == 2 else f"pooled by {self.model.config.pool}"
             raise RnncliError(f"--explain reads the state after each word, which is the model's answer only "
-                              f"for a one-direction model pooled at the last step; this model is {why}")
+                              f"for a one-direction model pooled at the last step, or the attention each "
+                              f"word gets (--pool attn); this model is {why}")
         prediction = self.predict([text])[0]
         if prediction.empty:
             raise RnncliError("nothing to explain: the text is empty")
         encoding = self.tokenizer.encode(text, add_special_tokens=False)
         tokens = encoding.tokens[: self.max_length]
         ids = torch.tensor(encoding.ids[: self.max_length], device=self.device)[:, None]  # (seq, 1)
+        if self.model.config.pool == "attn":
+            out, _ = self.model.encode(ids)  # (seq, 1, hidden x dirs)
+            weights = self.model.attention(out)[:, 0].float()  # (seq,)
+            return Explanation(text=text, tokens=tokens, labels=self.labels, probabilities=[],
+                               prediction=prediction, attention=weights.cpu().tolist())
         steps = torch.softmax(self.model.step_logits(ids)[:, 0].float(), dim=-1)  # (seq, classes)
         return Explanation(text=text, tokens=tokens, labels=self.labels,
                            probabilities=steps.cpu().tolist(), prediction=prediction)

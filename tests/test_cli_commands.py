@@ -112,6 +112,16 @@ def test_predict_explain_json(tiny_model):
     assert got["probabilities"][-1][got["labels"].index(got["label"])] == pytest.approx(got["score"], abs=1e-5)
 
 
+def test_predict_explain_an_attention_model(model_folder):
+    folder, _ = model_folder(cell="gru", bidirectional=True, pool="attn")
+    [got] = records(invoke("predict", "--model", folder, "--explain", "--json", "w1 w2 w3"))
+    assert got["tokens"] == ["w1", "w2", "w3"] and "probabilities" not in got
+    assert len(got["attention"]) == 3 and sum(got["attention"]) == pytest.approx(1.0, abs=1e-5)
+    table = invoke("predict", "--model", folder, "--explain", "w1 w2 w3")
+    assert table.exit_code == 0 and "Where the model looked" in table.stdout and "attention" in table.stdout
+    assert all(f"{w:.3f}" in table.stdout for w in got["attention"])
+
+
 def test_predict_explain_on_a_bidirectional_model_is_one_line(model_folder):
     folder, _ = model_folder(bidirectional=True)
     assert "bidirectional" in one_line_error(invoke("predict", "--model", folder, "--explain", "w1 w2"))

@@ -82,6 +82,7 @@ def test_explainable_only_for_one_direction_and_last_pooling():
     assert build().explainable
     assert not build(bidirectional=True).explainable
     assert not build(pool="mean").explainable
+    assert build(pool="attn", bidirectional=True).explainable  # it shows the attention each word gets
 
 
 @settings(max_examples=30, deadline=None)

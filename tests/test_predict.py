@@ -107,14 +107,30 @@ def test_explain_an_empty_text_is_an_error(clf):
 
 
 @pytest.mark.parametrize("options, why", [({"bidirectional": True}, "bidirectional"),
-                                          ({"pool": "mean"}, "mean"), ({"pool": "max"}, "max"),
-                                          ({"pool": "attn"}, "attn")])
+                                          ({"pool": "mean"}, "mean"), ({"pool": "max"}, "max")])
 def test_explain_refuses_models_it_cannot_read(model_folder, options, why):
     folder, _ = model_folder(**options)
     clf = Classifier.load(folder)
     assert clf.predict(["w1 w2"])[0].label is not None  # predict still works
     with pytest.raises(RnncliError, match=f"last step.*{why}"):
         clf.explain("w1 w2 w3")
+
+
+def test_explain_an_attention_model_shows_the_weights_its_answer_is_pooled_with(model_folder):
+    """For `--pool attn` (here bidirectional, which has no answer after each prefix) --explain gives
+    each token's attention weight: they sum to 1, and pooling `out` with them gives the prediction."""
+    folder, _ = model_folder(cell="gru", bidirectional=True, pool="attn")
+    clf = Classifier.load(folder)
+    ex = clf.explain("w1 w2 w3 w4 w5")
+    assert ex.tokens == ["w1", "w2", "w3", "w4", "w5"] and ex.probabilities == []
+    assert len(ex.attention) == 5 and math.isclose(sum(ex.attention), 1.0, abs_tol=1e-5)
+    assert max(ex.attention) > min(ex.attention)  # an untrained score still tells the steps apart
+    ids = torch.tensor(clf.tokenizer.encode("w1 w2 w3 w4 w5", add_special_tokens=False).ids)[:, None]  # (seq, 1)
+    with torch.no_grad():
+        out, _ = clf.model.encode(ids)  # (seq, 1, hidden x 2)
+        pooled = (out[:, 0] * torch.tensor(ex.attention)[:, None]).sum(0)  # (hidden x 2,)
+        probs = clf.model.head(pooled).softmax(-1)  # (classes,)
+    torch.testing.assert_close(probs, torch.tensor(list(ex.prediction.probabilities.values())), atol=1e-5, rtol=0)
 
 
 WORDS = ["i", "loved", "the", "film", "plot", "is", "dull", "great", ",", "but", "not", "zzyzx", "é", "😀"]
