@@ -242,6 +242,19 @@ def test_init_from_starts_from_the_source_body_with_a_new_head(tmp_path, monkeyp
     assert any("started from" in note for note in run.report.notes)
 
 
+def test_init_from_may_change_the_pooling(tmp_path, monkeypatch, reviews_csv):
+    """The attention scorer travels when both runs pool by `attn`; another pooling leaves it behind."""
+    monkeypatch.chdir(tmp_path)
+    source = checkpoint.load(train(tiny(reviews_csv, out="attn", pool="attn", epochs=1)).out).model.state_dict()
+    kept = checkpoint.load(train(tiny(reviews_csv, out="kept", pool="attn", init_from="attn", epochs=1,
+                                      lr=1e-12)).out).model.state_dict()
+    maxed = checkpoint.load(train(tiny(reviews_csv, out="maxed", pool="max", init_from="attn", epochs=1,
+                                       lr=1e-12)).out).model.state_dict()
+    torch.testing.assert_close(kept["attn.weight"], source["attn.weight"], rtol=0, atol=1e-6)
+    assert "attn.weight" not in maxed
+    torch.testing.assert_close(maxed["rnn.weight_hh_l0"], source["rnn.weight_hh_l0"], rtol=0, atol=1e-6)
+
+
 def test_init_from_refuses_another_architecture_or_vectors_too(tmp_path, monkeypatch, reviews_csv, tiny_model):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(RnncliError, match=r"its hidden is 13, this run's 17; .*--hidden 13"):
