@@ -117,7 +117,7 @@ def main() -> None:
             if source is not None:
                 label += f" from {source.name}"
             table.append((name, label, config.model.cell,
-                          f"{config.model.nonlinearity}/{config.model.init}/{config.model.pool}",
+                          f"{config.model.nonlinearity}/{config.model.weight_init}/{config.model.pool}",
                           f"{run.best_epoch}/{len(run.history)}", time.perf_counter() - start,
                           best.accuracy, best.macro_f1))
             print(f"done: {table[-1]}", file=sys.stderr, flush=True)

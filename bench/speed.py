@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 MODEL = ["--cell", "rnn", "--layers", "2", "--hidden", "128", "--embed", "128"]
-SAME_AS_BASELINE = ["--nonlinearity", "tanh", "--init", "default"]  # nn.RNN's own defaults, as naive_rnn.py
+SAME_AS_BASELINE = ["--nonlinearity", "tanh", "--weight-init", "default"]  # nn.RNN's own defaults, as naive_rnn.py
 PY = sys.executable
 RNNCLI = [PY, "-m", "rnncli"]
 

@@ -30,7 +30,7 @@ from rnncli.model import RNNClassifier
 from rnncli.tokenizer import encode, train_tokenizer
 from rnncli.train import Gradients, make_optimizer
 
-MODEL = {"cell": "rnn", "layers": 2, "hidden": 128, "embed": 128, "nonlinearity": "tanh", "init": "default"}
+MODEL = {"cell": "rnn", "layers": 2, "hidden": 128, "embed": 128, "nonlinearity": "tanh", "weight_init": "default"}
 
 
 def bernoulli_mask(shape, p: float, like: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ from rnncli.errors import RnncliError
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG, TOKENIZER, METRICS = "model.safetensors", "config.json", "tokenizer.json", "metrics.jsonl"
 RESUME = "resume.safetensors"  # only while a run is interrupted
+MAX_VOCAB = 100_000_000  # a config.json's vocab_size beyond this is refused before anything loads
 
 
 @dataclass
@@ -114,8 +115,52 @@ def read_meta(folder: str | Path) -> dict:
     return meta
 
 
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:120] if text else type(e).__name__
+
+
+def weight_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """{name: shape} from a safetensors file's header; the tensors themselves are not read."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as e:
+        raise RnncliError(f"{path}: unreadable or truncated ({_first_line(e)})") from None
+
+
+def inspect(folder: str | Path) -> tuple[dict, Config]:
+    """config.json, checked against the shapes in the weights' header before torch is imported or
+    anything allocated: a config that promises larger weights than the file holds is refused here."""
+    from rnncli.layout import weight_shapes as expected_shapes
+
+    folder = Path(folder)
+    meta = read_meta(folder)
+    path = folder / CONFIG
+    config = from_dict(meta["config"], where=str(path))
+    labels, vocab = meta["labels"], meta["vocab_size"]
+    if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) for x in labels):
+        raise RnncliError(f"{path}: `labels` must be a list of two or more names")
+    if not isinstance(vocab, int) or isinstance(vocab, bool) or not 3 <= vocab <= MAX_VOCAB:
+        raise RnncliError(f"{path}: `vocab_size` must be an integer between 3 and {MAX_VOCAB:,}, not {vocab!r}")
+    weights = folder / WEIGHTS
+    if not weights.is_file():
+        raise RnncliError(f"{weights}: missing")
+    found, wanted = weight_shapes(weights), expected_shapes(config.model, vocab, len(labels))
+    for name in sorted(found.keys() | wanted.keys()):
+        if found.get(name) != wanted.get(name):
+            held = found[name] if name in found else "absent"
+            said = wanted[name] if name in wanted else "no such weight"
+            raise RnncliError(f"{weights}: does not match {CONFIG}: {name} is {held} in the weights, "
+                              f"{said} by the config")
+    return meta, config
+
+
 def load(folder: str | Path = "runs/latest", device: str = "cpu") -> Loaded:
     """Rebuild a trained model from its folder. Reads safetensors and JSON only; never unpickles."""
+    meta, config = inspect(folder)
     import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -124,15 +169,11 @@ def load(folder: str | Path = "runs/latest", device: str = "cpu") -> Loaded:
     from rnncli.tokenizer import load_tokenizer
 
     folder = Path(folder)
-    meta = read_meta(folder)
-    config = from_dict(meta["config"], where=str(folder / CONFIG))
     weights = folder / WEIGHTS
-    if not weights.is_file():
-        raise RnncliError(f"{weights}: missing")
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
-        raise RnncliError(f"{weights}: unreadable or truncated ({str(e).splitlines()[0][:120]})") from None
+        raise RnncliError(f"{weights}: unreadable or truncated ({_first_line(e)})") from None
     tokenizer = load_tokenizer(folder / TOKENIZER)
     model = RNNClassifier(config.model, vocab_size=meta["vocab_size"], num_classes=len(meta["labels"]))
     try:
@@ -176,7 +217,7 @@ def load_resume(folder: Path):
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no items()
         state, groups = json.loads(meta["state"]), json.loads(meta["param_groups"])
     except (SafetensorError, OSError, ValueError, KeyError) as e:
-        raise RnncliError(f"{path}: unreadable or truncated ({str(e).splitlines()[0][:120]})") from None
+        raise RnncliError(f"{path}: unreadable or truncated ({_first_line(e)})") from None
     model_state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     moments: dict[int, dict] = {}
     for k, v in tensors.items():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import time
 from pathlib import Path
 from typing import Annotated
@@ -16,7 +17,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rnncli.errors import RnncliError
+from rnncli.errors import Interrupted, RnncliError
+from rnncli.shapes import ShapesSpec
 
 app = typer.Typer(
     name="rnncli",
@@ -27,10 +29,22 @@ app = typer.Typer(
     rich_markup_mode=None,  # help texts show [data] and <dataset> literally
 )
 console = Console()
+MAX_BATCH = 1_000_000  # texts per inference batch
+
+
+INTERRUPTED = 128 + signal.SIGINT  # the exit code of a run stopped by Ctrl-C (SIGTERM: 128 + 15)
+_stopped_by = [signal.SIGINT]  # the signal that stopped this process, when one did
+
+
+def _terminate(signum, frame):
+    """SIGTERM stops a command as Ctrl-C does."""
+    _stopped_by[0] = signum
+    raise KeyboardInterrupt
 
 
 def clean_errors(command):
-    """Turn a user's mistake (RnncliError) into one line on stderr and exit code 2."""
+    """Turn a user's mistake (RnncliError) into one line on stderr and its exit code (2), and an
+    interrupt into one line and 128 + the signal's number (130 for Ctrl-C)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -38,8 +52,12 @@ def clean_errors(command):
             return command(*args, **kwargs)
         except RnncliError as e:
             if not e.echo:
-                typer.echo(f"rnncli: error: {e}", err=True)
-            raise typer.Exit(2) from None
+                typer.echo(f"rnncli: error: {e}" if e.exit_code == 2 else f"rnncli: {e}", err=True)
+            raise typer.Exit(128 + _stopped_by[0] if isinstance(e, Interrupted) else e.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo(f"rnncli: interrupted; {command.__name__.rstrip('_')} stopped and saved nothing",
+                       err=True)
+            raise typer.Exit(128 + _stopped_by[0]) from None
 
     return wrapper
 
@@ -72,28 +90,47 @@ def fmt_shape(shape) -> str:
     return str(tuple(shape))  # (20,) for one axis, as torch.Size prints it
 
 
+def _help(text: str, default=None) -> str:
+    """Help with its default written as the train options write theirs: `(default: X)`."""
+    return text if default is None else f"{text} (default: {default})"
+
+
+SHAPES = ShapesSpec()  # the defaults of `rnncli shapes`, kept in the library
+
+
 @app.command()
 @clean_errors
 def shapes(
     *,
-    seq: Annotated[int, typer.Option(help="Time steps (words) per sequence.")] = 5,
-    batch: Annotated[int, typer.Option(help="Sequences per batch.")] = 3,
-    feature: Annotated[int, typer.Option(help="Input size per step (the embedding size).")] = 100,
-    hidden: Annotated[int, typer.Option(help="Hidden state size.")] = 20,
-    layers: Annotated[int, typer.Option(help="Stacked recurrent layers.")] = 1,
-    cell: Annotated[str, typer.Option(help="rnn, gru or lstm.")] = "rnn",
-    nonlinearity: Annotated[str, typer.Option(help="tanh or relu (rnn cell).")] = "tanh",
-    bidirectional: Annotated[bool, typer.Option(help="Read the sequence both ways.")] = False,
-    batch_first: Annotated[bool, typer.Option(help="Lay x and out out as (batch, seq, ...).")] = False,
-    vocab: Annotated[int, typer.Option(help="Vocabulary size for the classifier pipeline.")] = 1000,
-    classes: Annotated[int, typer.Option(help="Classes for the classifier pipeline.")] = 2,
+    seq: Annotated[int, typer.Option(help=_help("Time steps (words) per sequence.", SHAPES.seq),
+                                     show_default=False)] = SHAPES.seq,
+    batch: Annotated[int, typer.Option(help=_help("Sequences per batch.", SHAPES.batch),
+                                       show_default=False)] = SHAPES.batch,
+    feature: Annotated[int, typer.Option(help=_help("Input size per step (the embedding size).", SHAPES.feature),
+                                         show_default=False)] = SHAPES.feature,
+    hidden: Annotated[int, typer.Option(help=_help("Hidden state size.", SHAPES.hidden),
+                                        show_default=False)] = SHAPES.hidden,
+    layers: Annotated[int, typer.Option(help=_help("Stacked recurrent layers.", SHAPES.layers),
+                                        show_default=False)] = SHAPES.layers,
+    cell: Annotated[str, typer.Option(help=_help("rnn, gru or lstm.", SHAPES.cell),
+                                      show_default=False)] = SHAPES.cell,
+    nonlinearity: Annotated[str, typer.Option(help=_help("tanh or relu (rnn cell).", SHAPES.nonlinearity),
+                                              show_default=False)] = SHAPES.nonlinearity,
+    bidirectional: Annotated[bool, typer.Option(help=_help("Read the sequence both ways.", "off"),
+                                                show_default=False)] = SHAPES.bidirectional,
+    batch_first: Annotated[bool, typer.Option(help=_help("Lay x and out out as (batch, seq, ...).", "off"),
+                                              show_default=False)] = SHAPES.batch_first,
+    vocab: Annotated[int, typer.Option(help=_help("Vocabulary size for the classifier pipeline.", SHAPES.vocab),
+                                       show_default=False)] = SHAPES.vocab,
+    classes: Annotated[int, typer.Option(help=_help("Classes for the classifier pipeline.", SHAPES.classes),
+                                         show_default=False)] = SHAPES.classes,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
 ):
     """Show how an RNN's tensors fit together, from real tensors after one forward pass.
 
     Example: rnncli shapes --seq 10 --batch 3 --feature 100 --hidden 20 --layers 4
     """
-    from rnncli.shapes import ShapesSpec, describe
+    from rnncli.shapes import describe
 
     report = describe(ShapesSpec(seq=seq, batch=batch, feature=feature, hidden=hidden, layers=layers,
                                  cell=cell, nonlinearity=nonlinearity, bidirectional=bidirectional,
@@ -213,7 +250,8 @@ def train(
     pool: Annotated[str | None, _opt("pool")] = None,
     dropout: Annotated[float | None, _opt("dropout")] = None,
     word_dropout: Annotated[float | None, _opt("word_dropout")] = None,
-    init: Annotated[str | None, _opt("init")] = None,
+    weight_init: Annotated[str | None, _opt("weight_init")] = None,
+    init: Annotated[str | None, typer.Option("--init", hidden=True, help="Old spelling of --weight-init.")] = None,
     vectors: Annotated[str | None, _opt("vectors")] = None,
     vectors_vocab: Annotated[bool | None, _opt("vectors_vocab", "--vectors-vocab/--no-vectors-vocab")] = None,
     freeze_vectors: Annotated[bool | None, _opt("freeze_vectors", "--freeze-vectors/--no-freeze-vectors")] = None,
@@ -243,27 +281,27 @@ def train(
     rnncli train --streaming --dataset big-folder/ (a buffer at a time);
     torchrun --nproc_per_node 2 -m rnncli train ... (data-parallel, one folder written)
     """
-    flags = {k: v for k, v in locals().items() if k not in ("config", "resume")}
+    flags = {k: v for k, v in locals().items() if k not in ("config", "resume", "init")}
+    if init is not None:
+        if weight_init is not None:
+            raise RnncliError("--init is the old spelling of --weight-init: give one of them")
+        flags["weight_init"] = init
     from rnncli.config import resolve
 
     if resume is not None and (config is not None or any(v is not None for v in flags.values())):
         raise RnncliError("--resume continues with the folder's own config; give no other options")
     resolved = None if resume is not None else resolve(config, flags)
-    import signal
-
-    from rnncli.distributed import from_env
-
-    console.quiet = not from_env().main  # under torchrun only the main process draws and reports
-
-    from rnncli.train import train as run_training
-
-    def _terminate(signum, frame):  # SIGTERM stops like Ctrl-C: the best model so far stays in place
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, _terminate)  # SIGTERM stops like Ctrl-C: the best model so far stays
     progress = RichProgress()
     try:
+        from rnncli.distributed import from_env
+
+        console.quiet = not from_env().main  # under torchrun only the main process draws and reports
+        from rnncli.train import train as run_training
+
         run = run_training(resolved, progress, resume=resume)
+    except KeyboardInterrupt:  # before training started: while importing, or reading the data
+        raise Interrupted("interrupted before the first epoch ended; no model was saved") from None
     finally:
         progress.close()
     t = Table(title=f"Training: {run.stopped}", title_justify="left")
@@ -274,7 +312,7 @@ def train(
         t.add_row(str(r.epoch), f"{r.lr:.3g}", f"{r.train_loss:.4f}", f"{r.loss:.4f}", f"{r.accuracy:.2%}", f"{r.macro_f1:.3f}",
                   f"{r.seconds:.1f}", f"{r.tokens_per_second:,.0f}", style=style)
     console.print(t)
-    if run.message:
+    if run.message and run.stopped != "interrupted":
         console.print(f"[yellow]{run.stopped}:[/yellow] {run.message}")
     if run.test is not None:
         console.print(f"test accuracy {run.test.accuracy:.2%} (macro-F1 {run.test.macro_f1:.3f}) "
@@ -282,24 +320,33 @@ def train(
     console.print(f"best model (epoch {run.best_epoch}, val acc {run.best_accuracy:.2%}) saved to "
                   f"[bold]{run.out}[/bold]")
     if run.stopped == "interrupted":
-        console.print(f"continue with: rnncli train --resume {run.out}")
-    if run.stopped in ("diverged", "interrupted"):
-        raise typer.Exit(2 if run.stopped == "diverged" else 130)
+        from rnncli.checkpoint import RESUME
+
+        more = f"; continue with: rnncli train --resume {run.out}" if (run.out / RESUME).exists() else ""
+        typer.echo(f"rnncli: {run.message}; the best model so far (epoch {run.best_epoch}) is saved in "
+                   f"{run.out}{more}", err=True)
+        raise typer.Exit(128 + _stopped_by[0])
+    if run.stopped == "diverged":
+        raise typer.Exit(2)
 
 
 @app.command("eval")
 @clean_errors
 def eval_(
     *,
-    model: Annotated[str, typer.Option(help="Model folder.")] = "runs/latest",
-    dataset: Annotated[str | None, typer.Option(help="Data to score on; default: the model's own.")] = None,
-    split: Annotated[str | None, typer.Option(help="Split; default: test where there is one, "
-                                                      "else validation.")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Texts per batch.")] = 128,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "cpu",
+    model: Annotated[str, typer.Option(help=_help("Model folder.", "runs/latest"), show_default=False)] = "runs/latest",
+    dataset: Annotated[str | None, typer.Option(help=_help("Data to score on.", "the model's own"))] = None,
+    split: Annotated[str | None, typer.Option(help=_help("Split.", "test where there is one, else "
+                                                                  "validation"))] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=MAX_BATCH, help=_help("Texts per batch.", 128),
+                                            show_default=False)] = 128,
+    device: Annotated[str, typer.Option(help=_help("auto, cpu, cuda or cuda:N.", "cpu"), show_default=False)] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ):
     """Score a trained model: accuracy, macro-F1, per-class scores, confusion matrix, speed."""
+    from rnncli.checkpoint import inspect
+
+    inspect(model)  # a broken or crafted folder fails in milliseconds, before torch is imported
     from rnncli.evaluate import evaluate_folder
 
     ev = evaluate_folder(model, dataset=dataset, split=split, batch_size=batch_size, device=device)
@@ -329,33 +376,17 @@ def eval_(
 
 
 def _read_texts(texts: list[str], file: Path | None) -> list[str]:
-    import sys
+    from rnncli import texts as inputs
 
     if file is not None and texts:
         raise RnncliError("give texts as arguments or --file, not both")
-    if file is None and texts != ["-"]:
-        if not texts:
-            raise RnncliError("no text given: pass TEXT..., --file F, or - to read standard input")
-        return texts
-    if file is None:
-        data, where = sys.stdin.buffer.read(), "standard input"
-    else:
-        try:
-            data, where = file.read_bytes(), str(file)
-        except OSError as e:
-            raise RnncliError(f"{file}: cannot read ({e.strerror})") from None
-    try:
-        decoded = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise RnncliError(f"{where}: not valid UTF-8 (line {line}, byte {e.start})") from None
-    lines = decoded.split("\n")  # newlines only: a U+2028 or form feed inside a text stays in it
-    if decoded.endswith("\n"):
-        lines.pop()
-    lines = [line.removesuffix("\r") for line in lines]
-    if not lines:
-        raise RnncliError(f"{where}: no text to predict")
-    return lines
+    if file is not None:
+        return inputs.read_file(file)
+    if texts == ["-"]:
+        return inputs.read_stdin()
+    if not texts:
+        raise RnncliError("no text given: pass TEXT..., --file F, or - to read standard input")
+    return texts
 
 
 @app.command()
@@ -364,17 +395,21 @@ def predict(
     texts: Annotated[list[str] | None, typer.Argument(help="Texts to classify; - reads one per line "
                                                               "from standard input.", show_default=False)] = None,
     *,
-    file: Annotated[Path | None, typer.Option(help="Read one text per line from this file.")] = None,
-    model: Annotated[str, typer.Option(help="Model folder.")] = "runs/latest",
+    file: Annotated[Path | None, typer.Option(help="Read one text per line from this file (UTF-8).")] = None,
+    model: Annotated[str, typer.Option(help=_help("Model folder.", "runs/latest"), show_default=False)] = "runs/latest",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
-    top_k: Annotated[int | None, typer.Option(min=1, help="Show the K likeliest labels.")] = None,
-    threshold: Annotated[float | None, typer.Option(help="Two-class models: answer the second label "
-                                                            "(e.g. positive) only above this probability.")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Texts per batch.")] = 128,
+    top_k: Annotated[int | None, typer.Option(min=1, help=_help("Show the K likeliest labels.",
+                                                                "the likeliest only"))] = None,
+    threshold: Annotated[float | None, typer.Option(help=_help(
+        "Two-class models: answer the second label (e.g. positive) only above this probability, "
+        "0 < threshold < 1.", "the likelier label"))] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=MAX_BATCH, help=_help("Texts per batch.", 128),
+                                            show_default=False)] = 128,
     explain: Annotated[bool, typer.Option(help="Show how the model reads the text: the class probabilities "
                                                 "after every word (a one-direction model pooled at the last "
-                                                "step), or the attention each word gets (--pool attn).")] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "cpu",
+                                                "step), or the attention each word gets (--pool attn). "
+                                                "(default: off)", show_default=False)] = False,
+    device: Annotated[str, typer.Option(help=_help("auto, cpu, cuda or cuda:N.", "cpu"), show_default=False)] = "cpu",
 ):
     """Classify texts with a trained model: one record per input line, in input order.
 
@@ -383,9 +418,15 @@ def predict(
     rnncli predict --file reviews.txt --json
     """
     lines = _read_texts(list(texts or []), file)
-    from rnncli.predict import Classifier
+    from rnncli.checkpoint import inspect
 
+    inspect(model)  # a broken or crafted folder fails in milliseconds, before torch is imported
+    from rnncli.predict import Classifier, check_threshold
+
+    check_threshold(threshold)
     clf = Classifier.load(model, device=device)
+    if not lines:  # an empty file or standard input: no texts, no records
+        return
     if explain:
         for text in lines:
             _print_explanation(clf.explain(text), as_json)
@@ -450,8 +491,32 @@ def _print_explanation(ex, as_json: bool) -> None:
     console.print(t)
 
 
-def main() -> None:
-    app()
+def main(args: list[str] | None = None) -> None:
+    """Run the CLI. A usage mistake (an unknown option, a value typer refuses) is one line on
+    stderr too, and exit code 2. Click's exceptions are recognised by their shape, since typer
+    either vendors click or depends on it."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=args, standalone_mode=False)
+    except KeyboardInterrupt:
+        typer.echo("rnncli: interrupted", err=True)
+        code = 128 + _stopped_by[0]
+    except Exception as e:
+        kind = type(e).__name__
+        if kind == "Abort":  # click's answer to Ctrl-C or end of input while it parses
+            typer.echo("rnncli: interrupted", err=True)
+            code = 128 + _stopped_by[0]
+        elif not (hasattr(e, "format_message") and hasattr(e, "exit_code")):
+            raise  # not a usage error: our bug, with its traceback
+        elif kind == "NoArgsIsHelpError":  # `rnncli` alone prints its help
+            e.show()
+            code = e.exit_code
+        else:
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            typer.echo(f"rnncli: error: {' '.join(e.format_message().split())}{hint}", err=True)
+            code = e.exit_code
+    raise SystemExit(code or 0)
 
 
 if __name__ == "__main__":

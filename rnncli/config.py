@@ -7,6 +7,7 @@ Defaults live here and nowhere else. Precedence: defaults < `--config FILE.toml`
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,36 +28,44 @@ CLASS_WEIGHTS = ("none", "auto")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
+SEED_LIMIT = 2**32  # numpy's seeds are 0 <= seed < 2**32
+
+
 def _f(default: Any, help: str, **limits: Any) -> Any:
     """A field with its help text and limits (min, max, choices) kept beside its default."""
     return field(default=default, metadata={"help": help, **limits})
 
 
+# Legacy spellings still read from TOML files and old model folders: old key -> (section, field).
+RENAMED = {"init": ("model", "weight_init")}
+
+
 @dataclass
 class DataConfig:
-    dataset: str = _f("builtin", "Data: `builtin`, a hub id or alias (sst2, imdb, rotten_tomatoes), "
+    dataset: str = _f("builtin", "Data: `builtin`, a hub id or alias (sst2, sst5, imdb, rotten_tomatoes), "
                       "a local folder in hub layout, or one .parquet/.csv/.tsv/.json/.jsonl file.")
     text_column: str = _f("", "Text column; empty: found by name (text, sentence, review, content).")
     label_column: str = _f("", "Label column; empty: found by name (label, labels, sentiment).")
     val_fraction: float = _f(0.1, "Share of train carved out (seeded, stratified) when there is no "
                              "validation split.", min=0.0, max=0.9, exclusive_min=True)
-    max_length: int = _f(256, "Tokens kept per text; longer texts are truncated.", min=1)
-    min_freq: int = _f(1, "Words seen fewer times in train become <unk>.", min=1)
-    max_vocab: int = _f(50000, "Largest vocabulary, special tokens included.", min=3)
+    max_length: int = _f(256, "Tokens kept per text; longer texts are truncated.", min=1, max=100_000)
+    min_freq: int = _f(1, "Words seen fewer times in train become <unk>.", min=1, max=10**9)
+    max_vocab: int = _f(50000, "Largest vocabulary, special tokens included.", min=3, max=10_000_000)
     streaming: bool = _f(False, "Read the training split as a stream (datasets IterableDataset), a buffer "
                          "at a time, for corpora larger than memory.")
     vocab_sample: int = _f(100000, "With --streaming: the first rows read to build the vocabulary, fix the "
-                           "labels and carve validation when there is none.", min=1)
-    stream_buffer: int = _f(20000, "With --streaming: rows held at once, grouped by length and shuffled.", min=1)
+                           "labels and carve validation when there is none.", min=1, max=10**9)
+    stream_buffer: int = _f(20000, "With --streaming: rows held at once, grouped by length and shuffled.",
+                           min=1, max=10**8)
 
 
 @dataclass
 class ModelConfig:
     cell: str = _f("rnn", "Recurrent cell.", choices=CELLS)
     nonlinearity: str = _f("tanh", "Activation of the plain rnn cell.", choices=NONLINEARITIES)
-    layers: int = _f(1, "Stacked recurrent layers.", min=1)
-    embed: int = _f(128, "Embedding size (the RNN's input feature size).", min=1)
-    hidden: int = _f(128, "Hidden state size.", min=1)
+    layers: int = _f(1, "Stacked recurrent layers.", min=1, max=64)
+    embed: int = _f(128, "Embedding size (the RNN's input feature size).", min=1, max=8192)
+    hidden: int = _f(128, "Hidden state size.", min=1, max=8192)
     bidirectional: bool = _f(False, "Read each text both ways.")
     pool: str = _f("last", "How the steps' outputs become one vector: the last valid step, the mean or max "
                    "over valid steps, or attn: a mean weighted by a score learned for each step's output.",
@@ -64,8 +73,9 @@ class ModelConfig:
     dropout: float = _f(0.2, "Dropout on embeddings, between layers and before the head.", min=0.0, max=0.95)
     word_dropout: float = _f(0.0, "While training, the chance that a token is read as <unk>: the model learns not "
                              "to lean on any one word and what <unk> means in context.", min=0.0, max=0.95)
-    init: str = _f("orthogonal", "Recurrent weight init: PyTorch's default, orthogonal, or identity "
-                   "(Le et al. 2015, for relu rnn).", choices=INITS)
+    weight_init: str = _f("orthogonal", "How the recurrent weights W_hh start: PyTorch's default, orthogonal, or "
+                          "identity (Le et al. 2015, for relu rnn). Not --init-from, which starts from a "
+                          "trained model.", choices=INITS)
     vectors: str = _f("", "Pretrained word vectors (word2vec/GloVe text: `word v1 ... vD` per line, optional "
                       "`N D` header) for the embedding rows of the words they cover; D must equal --embed. "
                       "Read once at the start of training: the model folder holds the weights.")
@@ -81,15 +91,16 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = _f(5, "Passes over the training split.", min=1)
-    batch_size: int = _f(64, "Texts per batch.", min=1)
+    epochs: int = _f(5, "Passes over the training split.", min=1, max=100_000)
+    batch_size: int = _f(64, "Texts per batch.", min=1, max=1_000_000)
     lr: float = _f(3e-3, "AdamW learning rate.", min=0.0, exclusive_min=True)
     lr_decay: float = _f(1.0, "Each epoch's learning rate is the previous epoch's times this; 1 keeps it "
                          "constant.", min=0.0, max=1.0, exclusive_min=True)
     weight_decay: float = _f(0.0, "AdamW weight decay.", min=0.0)
     clip: float = _f(1.0, "Gradient norm clip; 0 turns it off.", min=0.0)
-    seed: int = _f(0, "Seed for weights, data order and splits.")
-    patience: int = _f(3, "Stop after this many epochs without a better validation accuracy.", min=1)
+    seed: int = _f(0, "Seed for weights, data order and splits.", min=0, max=SEED_LIMIT - 1)
+    patience: int = _f(3, "Stop after this many epochs without a better validation accuracy.", min=1,
+                     max=100_000)
     label_smoothing: float = _f(0.0, "Train towards (1 - this) on the true label and the rest spread over the "
                                 "others, instead of all on the true label.", min=0.0, max=0.99)
     class_weights: str = _f("none", "`auto` weighs the loss by inverse class frequency.", choices=CLASS_WEIGHTS)
@@ -125,35 +136,68 @@ def field_info(name: str) -> dataclasses.Field:
 def help_text(name: str) -> str:
     """Help for a CLI flag, with the default read from the dataclass."""
     f = field_info(name)
-    default = f.default if f.default != "" else "(empty)"
+    if isinstance(f.default, bool):
+        default = "on" if f.default else "off"
+    else:
+        default = f.default if f.default != "" else "(empty)"
     choices = f" One of: {', '.join(f.metadata['choices'])}." if "choices" in f.metadata else ""
-    return f"{f.metadata['help']}{choices} (default: {default})"
+    bounds = valid_range(f)
+    return f"{f.metadata['help']}{choices} (default: {default}{'; ' + bounds if bounds else ''})"
+
+
+COMMAND_LINE = "command line"
+
+
+def _name(f: dataclasses.Field, where: str) -> str:
+    """How an error names a field: the flag on the command line, the key in a file."""
+    return f"--{f.name.replace('_', '-')}" if where == COMMAND_LINE else f"`{f.name}`"
+
+
+_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
 
 def _coerce(value: Any, f: dataclasses.Field, where: str) -> Any:
     kind = type(f.default)
     if kind is bool:
         if not isinstance(value, bool):
-            raise RnncliError(f"{where}: `{f.name}` must be true or false, not {value!r}")
+            raise RnncliError(f"{where}: {_name(f, where)} must be true or false, not {value!r}")
         return value
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise RnncliError(f"{where}: `{f.name}` must be a {kind.__name__}, not {value!r}")
+        raise RnncliError(f"{where}: {_name(f, where)} must be {_KINDS[kind]}, not {value!r}")
     return value
+
+
+def valid_range(f: dataclasses.Field) -> str:
+    """The values a numeric field takes, in words: `> 0`, `between 0 and 0.95`, `0 <= x < 1`."""
+    m = {k: (f"{v:g}" if isinstance(v, float) else v) for k, v in f.metadata.items()}
+    low = m.get("min")
+    lo_sign = ">" if m.get("exclusive_min") else ">="
+    if low is not None and "max" in m:
+        if m.get("exclusive_min"):
+            return f"> {low} and <= {m['max']}"
+        return f"between {low} and {m['max']}"
+    if low is not None:
+        return f"{lo_sign} {low}"
+    return f"<= {m['max']}" if "max" in m else ""
 
 
 def _check(value: Any, f: dataclasses.Field, where: str) -> None:
     m = f.metadata
     if "choices" in m and value not in m["choices"]:
-        raise RnncliError(f"{where}: `{f.name}` must be one of {', '.join(m['choices'])}, not {value!r}")
+        raise RnncliError(f"{where}: {_name(f, where)} must be one of {', '.join(m['choices'])}, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    bad = isinstance(value, float) and not math.isfinite(value)  # NaN passes every comparison
     if "min" in m:
-        low_bad = value <= m["min"] if m.get("exclusive_min") else value < m["min"]
-        if low_bad:
-            sign = ">" if m.get("exclusive_min") else ">="
-            raise RnncliError(f"{where}: `{f.name}` must be {sign} {m['min']}, not {value!r}")
-    if "max" in m and value > m["max"]:
-        raise RnncliError(f"{where}: `{f.name}` must be <= {m['max']}, not {value!r}")
+        bad = bad or (value <= m["min"] if m.get("exclusive_min") else value < m["min"])
+    if "max" in m:
+        bad = bad or value > m["max"]
+    if bad:
+        kind = "a finite number" if isinstance(value, float) else "an integer"
+        bounds = valid_range(f)
+        raise RnncliError(f"{where}: {_name(f, where)} must be {kind}{' ' + bounds if bounds else ''}, not {value!r}")
 
 
 def from_dict(raw: dict[str, Any], where: str = "config", base: Config | None = None) -> Config:
@@ -167,6 +211,8 @@ def from_dict(raw: dict[str, Any], where: str = "config", base: Config | None = 
         target = getattr(config, section)
         known = {f.name: f for f in dataclasses.fields(target)}
         for key, value in values.items():
+            if RENAMED.get(key, ("", ""))[0] == section and RENAMED[key][1] not in values:
+                key = RENAMED[key][1]
             if key not in known:
                 raise RnncliError(f"{where}: unknown key `{key}` in [{section}]")
             value = _coerce(value, known[key], where)
@@ -200,6 +246,6 @@ def resolve(config_file: str | Path | None = None, overrides: dict[str, Any] | N
         section = next((s for s, cls in _SECTION_TYPES.items()
                         if name in {f.name for f in dataclasses.fields(cls)}), None)
         if section is None:
-            raise RnncliError(f"command line: unknown option `{name}`")
+            raise RnncliError(f"{COMMAND_LINE}: unknown option `{name}`")
         by_section.setdefault(section, {})[name] = value
-    return from_dict(by_section, where="command line", base=config)
+    return from_dict(by_section, where=COMMAND_LINE, base=config)

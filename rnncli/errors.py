@@ -1,7 +1,14 @@
-"""The one exception a user can cause. The CLI prints its message on one line and exits with code 2."""
+"""The one exception a user can cause. The CLI prints its message on one line and exits with its code."""
 
 
 class RnncliError(Exception):
     """Bad input, a missing file, an impossible option: anything the user can fix."""
 
+    exit_code = 2
     echo = False  # True on the other torchrun processes when the main one already reported it
+
+
+class Interrupted(RnncliError):
+    """Ctrl-C or SIGTERM before anything was saved: exit 128 + the signal's number, as shells do."""
+
+    exit_code = 130

@@ -41,7 +41,7 @@ class RNNClassifier(nn.Module):
         if config.pool == "attn":
             self.attn = nn.Linear(config.hidden * self.directions, 1)  # one score per step's output
         self.head = nn.Linear(config.hidden * self.directions, num_classes)
-        self._init_recurrent(config.init)
+        self._init_recurrent(config.weight_init)
         self.embedding.weight.requires_grad_(not config.freeze_vectors)
 
     def _init_recurrent(self, how: str) -> None:

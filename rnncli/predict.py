@@ -36,6 +36,11 @@ def _one_thread(small: bool):
         torch.set_num_threads(before)
 
 
+def check_threshold(threshold: float | None) -> None:
+    if threshold is not None and not 0.0 < threshold < 1.0:  # NaN fails this too
+        raise RnncliError(f"--threshold must be a number between 0 and 1 (exclusive), not {threshold}")
+
+
 @dataclass
 class Prediction:
     text: str
@@ -89,11 +94,9 @@ class Classifier:
     def predict(self, texts: list[str], batch_size: int = 128, threshold: float | None = None
                 ) -> list[Prediction]:
         """One Prediction per text, in input order; blank texts give a record marked empty."""
-        if threshold is not None:
-            if len(self.labels) != 2:
-                raise RnncliError(f"--threshold needs a two-class model; this one has {len(self.labels)} classes")
-            if not 0.0 < threshold < 1.0:
-                raise RnncliError(f"--threshold must be between 0 and 1, not {threshold}")
+        check_threshold(threshold)
+        if threshold is not None and len(self.labels) != 2:
+            raise RnncliError(f"--threshold needs a two-class model; this one has {len(self.labels)} classes")
         texts = list(texts)
         if not texts:
             return []

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 from rnncli.config import CELLS, NONLINEARITIES, ModelConfig
 from rnncli.errors import RnncliError
-
-GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+from rnncli.layout import GATES
 
 
 @dataclass

@@ -27,7 +27,7 @@ from rnncli.batching import LengthBuckets
 from rnncli.config import Config, from_dict
 from rnncli.data import Corpus, load_corpus
 from rnncli.device import resolve_device
-from rnncli.errors import RnncliError
+from rnncli.errors import Interrupted, RnncliError
 from rnncli.evaluate import Metrics, evaluate
 from rnncli.model import RNNClassifier
 from rnncli.optimizer import RowAdamW
@@ -268,6 +268,8 @@ def mixed_precision(precision: str, device):
 
 
 def versions() -> dict[str, str]:
+    """Package versions, torch's as the build names itself (2.14.1+cu130, 2.13.0+cpu): the build,
+    not only the release, decides which kernels ran."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
@@ -276,6 +278,7 @@ def versions() -> dict[str, str]:
             out[pkg] = version(pkg)
         except PackageNotFoundError:  # pragma: no cover
             out[pkg] = "unknown"
+    out["torch"] = torch.__version__
     return out
 
 
@@ -463,6 +466,7 @@ def _train(config, progress, out, saved, saved_meta, dist, device, autocast, sca
 
     # a batch loss this far above chance (ln classes) means exploded logits, not slow learning
     diverged_loss = 50 * math.log(len(corpus.labels))
+    epoch = first_epoch
     try:
         for epoch in range(first_epoch, tc.epochs + 1):
             model.train()
@@ -534,18 +538,24 @@ def _train(config, progress, out, saved, saved_meta, dist, device, autocast, sca
                 break
     except KeyboardInterrupt:
         run.stopped = "interrupted"
-        run.message = "interrupted"
+        run.message = f"interrupted in epoch {epoch}"
     finally:
         gradients.close()
     if best_state is None:
+        if run.stopped == "interrupted":
+            raise Interrupted("interrupted before the first epoch ended; no model was saved")
         raise RnncliError(f"no model was saved: {run.message or 'training stopped before the first epoch ended'}")
     if run.stopped != "interrupted" and dist.main:
         (out / checkpoint.RESUME).unlink(missing_ok=True)  # nothing left to resume
     model.load_state_dict(best_state)
     run.model = model
     if "test" in encoded and len(encoded["test"]) and run.stopped != "interrupted":
-        run.test = evaluate(model, encoded["test"], corpus.splits["test"].labels, corpus.labels, device=device,
-                            dist=dist)
+        try:
+            run.test = evaluate(model, encoded["test"], corpus.splits["test"].labels, corpus.labels,
+                                device=device, dist=dist)
+        except KeyboardInterrupt:
+            run.stopped, run.message = "interrupted", "interrupted while scoring the test split, after training"
+            return run
         if dist.main:
             checkpoint.append_metrics(out, {"epoch": run.best_epoch, "split": "test", "loss": run.test.loss,
                                             "accuracy": run.test.accuracy, "macro_f1": run.test.macro_f1})

@@ -50,13 +50,13 @@ def test_logits_shape_and_step_logits_match_last_pooling():
 
 
 def test_identity_init_makes_recurrent_weights_the_identity():
-    model = build(cell="rnn", nonlinearity="relu", init="identity")
+    model = build(cell="rnn", nonlinearity="relu", weight_init="identity")
     torch.testing.assert_close(model.rnn.weight_hh_l0.data, torch.eye(HIDDEN))
     assert model.rnn.bias_hh_l0.abs().sum() == 0
 
 
 def test_orthogonal_init_per_gate():
-    model = build(cell="gru", init="orthogonal")
+    model = build(cell="gru", weight_init="orthogonal")
     for gate in model.rnn.weight_hh_l0.data.chunk(3):  # (hidden, hidden) each
         torch.testing.assert_close(gate @ gate.T, torch.eye(HIDDEN), atol=1e-5, rtol=0)
 
