@@ -204,6 +204,19 @@ def save_resume(folder: Path, model, optimizer, state: dict) -> None:
     _atomic_write(folder / RESUME, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
+def check_writable(folder: Path) -> None:
+    """A folder that training will write into, tried with a real file: permissions, a read-only
+    disk or an immutable flag all show here, before any data is read."""
+    if not folder.is_dir():
+        raise RnncliError(f"{folder}: no such model folder")
+    probe = folder / f".rnncli-write-test-{os.getpid()}"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise RnncliError(f"{folder}: cannot write here ({e.strerror}); --resume saves into the folder") from None
+
+
 def load_resume(folder: Path):
     """(model state, optimizer state, RNG state, counters) saved by `save_resume`; never unpickles."""
     from safetensors import SafetensorError, safe_open

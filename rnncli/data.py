@@ -6,6 +6,7 @@ where it came from. Columns are found by name, string labels become ids, unlabel
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -89,6 +90,45 @@ def open_dataset(spec: str, streaming: bool = False):
     return _open_hub(ALIASES.get(spec, spec), streaming), ALIASES.get(spec, spec)
 
 
+@contextlib.contextmanager
+def _quiet_datasets():
+    """datasets logs a parser's failure itself before raising; the raised error is reported instead."""
+    import datasets
+
+    before = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+    try:
+        yield
+    finally:
+        datasets.logging.set_verbosity(before)
+
+
+def json_problem(path: Path) -> str | None:
+    """Where a JSON or JSON Lines file first breaks, as `line N: why`, or None if it parses.
+    Read only after the loader failed, so a good file is never read twice."""
+    with open(path, "rb") as fh:
+        one_document = fh.read(4096).lstrip().startswith(b"[")
+        fh.seek(0)
+        if one_document:
+            return _json_error(fh.read(), None)
+        for number, raw in enumerate(fh, start=1):
+            problem = _json_error(raw, number) if raw.strip() else None
+            if problem:
+                return problem
+    return None
+
+
+def _json_error(raw: bytes, line: int | None) -> str | None:
+    try:
+        json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as e:
+        line = line or raw[: e.start].count(b"\n") + 1
+        return f"line {line}: not valid UTF-8 ({e.reason})"
+    except json.JSONDecodeError as e:
+        return f"line {line if line else e.lineno}: {e.msg}"
+    return None
+
+
 def _open_local(path: Path, streaming: bool = False):
     import datasets
 
@@ -104,16 +144,24 @@ def _open_local(path: Path, streaming: bool = False):
             data_files: dict[str, list[str]] = {}  # train-00000-of-00002.parquet and its shards: one split
             for p in sorted(files):
                 data_files.setdefault(p.stem.split("-")[0], []).append(str(p))
-            return datasets.load_dataset(builder, data_files=data_files, streaming=streaming, **kwargs)
+            with _quiet_datasets():
+                return datasets.load_dataset(builder, data_files=data_files, streaming=streaming, **kwargs)
         suffix = path.suffix.lower()
         if suffix not in FILE_BUILDERS:
             raise RnncliError(f"{path}: unsupported file type (use .parquet, .csv, .tsv, .json or .jsonl)")
         builder, kwargs = FILE_BUILDERS[suffix]
-        return datasets.load_dataset(builder, data_files={"train": str(path)}, streaming=streaming, **kwargs)
+        with _quiet_datasets():
+            return datasets.load_dataset(builder, data_files={"train": str(path)}, streaming=streaming, **kwargs)
     except RnncliError:
         raise
     except Exception as e:  # noqa: BLE001 - pyarrow, json and csv parsers raise many kinds
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".json", ".jsonl")) if path.is_dir() \
+            else [path] if path.suffix.lower() in (".json", ".jsonl") else []
+        for file in files:
+            problem = json_problem(file)
+            if problem:
+                raise RnncliError(f"{file}: {problem}") from None
         raise RnncliError(f"{path}: cannot read data ({first[:200]})") from None
 
 

@@ -77,10 +77,16 @@ def start(dist: Dist, device) -> None:
                           f"(MASTER_ADDR/MASTER_PORT from torchrun): {str(e).splitlines()[0]}") from None
 
 
-def stop(dist: Dist) -> None:
+def stop(dist: Dist, finished: bool = True) -> None:
+    """Leave the process group. After a finished run every process first waits for the others:
+    one that tore its connections down while another was still writing the model folder could
+    take that one down with it (gloo aborts the process: "terminate called without an active
+    exception"). After an error the others may never arrive, so nobody waits."""
     import torch.distributed as td
 
     if dist.active and td.is_initialized():
+        if finished:
+            td.barrier()
         td.destroy_process_group()
 
 

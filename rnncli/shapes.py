@@ -13,6 +13,10 @@ from rnncli.errors import RnncliError
 from rnncli.layout import GATES
 
 
+MAX_DENSE = 2048  # dense layers built for the weight-sharing comparison
+MAX_FLOATS = 64 * 2**20  # 256 MB of float32: sizes a lesson needs, never gigabytes by a typo
+
+
 @dataclass
 class ShapesSpec:
     seq: int = 5
@@ -32,12 +36,29 @@ class ShapesSpec:
         for name in ("seq", "batch", "feature", "hidden", "layers", "vocab", "classes"):
             if getattr(self, name) < 1:
                 raise RnncliError(f"--{name} must be at least 1, not {getattr(self, name)}")
+        dense = self.seq * self.layers * (2 if self.bidirectional else 1)
+        if dense > MAX_DENSE:
+            raise RnncliError(f"--seq x --layers x directions is {dense:,}; at most {MAX_DENSE:,} (the comparison "
+                              "builds one dense layer per step, layer and direction)")
+        if self.floats() > MAX_FLOATS:
+            raise RnncliError(f"these sizes need about {self.floats() * 4 / 2**20:,.0f} MB of tensors; "
+                              f"rnncli shapes builds at most {MAX_FLOATS * 4 // 2**20} MB (use smaller "
+                              "--seq, --batch, --feature, --hidden, --layers or --vocab)")
         if self.vocab < 2:
             raise RnncliError("--vocab must be at least 2 (id 0 is padding)")
         if self.cell not in CELLS:
             raise RnncliError(f"--cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
         if self.nonlinearity not in NONLINEARITIES:
             raise RnncliError(f"--nonlinearity must be one of {', '.join(NONLINEARITIES)}")
+
+
+    def floats(self) -> int:
+        """About how many floats describe() allocates: two copies of the recurrent weights, the
+        embedding, and the inputs and outputs of both forward passes."""
+        dirs = 2 if self.bidirectional else 1
+        rnn = self.layers * dirs * GATES.get(self.cell, 4) * self.hidden * (
+            max(self.feature, self.hidden * dirs) + self.hidden + 2)
+        return 2 * rnn + self.vocab * self.feature + 2 * self.seq * self.batch * (self.feature + self.hidden * dirs)
 
 
 def _shape(t) -> list[int]:

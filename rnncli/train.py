@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -113,12 +114,17 @@ def default_out(dataset: str) -> Path:
 
 
 def check_out(out: Path) -> None:
-    """Refuse to overwrite anything, and find an unwritable place before training, not after."""
+    """Refuse to overwrite anything, and find an unwritable place before training, not after.
+    Nothing is created here: the folders appear with the first saved epoch."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RnncliError(f"{out}: already exists; choose another --out or remove it")
+    base = out.parent.absolute()
+    while not base.exists():  # the nearest folder that exists is where writing starts
+        base = base.parent
+    if not base.is_dir():
+        raise RnncliError(f"{out.parent}: cannot write the model folder here ({base} is a file)")
+    probe = base / f".rnncli-write-test-{os.getpid()}"
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        probe = out.parent / f".rnncli-write-test-{id(out)}"
         probe.touch()
         probe.unlink()
     except OSError as e:
@@ -291,11 +297,16 @@ def train(config: Config | None = None, progress: Progress | None = None, resume
     dist = ddp.from_env()
     progress = progress if progress is not None and dist.main else Progress()
     saved = saved_meta = None
+    if resume is not None and config is not None:
+        raise RnncliError("resume= continues with the folder's own config; pass no config with it")
     if resume is not None:
         resume = Path(resume)
+        checkpoint.check_writable(resume)
         saved_meta = checkpoint.read_meta(resume)
         config = from_dict(saved_meta["config"], where=str(resume / checkpoint.CONFIG))
         saved = checkpoint.load_resume(resume)
+    if config is None:
+        raise RnncliError("train() needs a config, or resume= a folder to continue")
     tc = config.train
     if config.model.freeze_vectors and not config.model.vectors:
         raise RnncliError("--freeze-vectors needs --vectors FILE: a frozen random embedding would never learn")
@@ -303,9 +314,12 @@ def train(config: Config | None = None, progress: Progress | None = None, resume
     autocast, scaler = mixed_precision(tc.precision, device)
     ddp.start(dist, device)
     try:
-        return _train(config, progress, resume, saved, saved_meta, dist, device, autocast, scaler)
-    finally:
-        ddp.stop(dist)
+        run = _train(config, progress, resume, saved, saved_meta, dist, device, autocast, scaler)
+    except BaseException:
+        ddp.stop(dist, finished=False)
+        raise
+    ddp.stop(dist)
+    return run
 
 
 def _train(config, progress, out, saved, saved_meta, dist, device, autocast, scaler) -> Run:
