@@ -4,6 +4,7 @@ no traceback, and nothing written. The CLI runs as a real process, as a user mee
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -195,3 +196,51 @@ def test_help_names_every_alias_and_shows_defaults_one_way(tmp_path):
 def test_the_old_init_spelling_still_works(tmp_path):
     assert "--weight-init must be one of default, orthogonal, identity, not 'bogus'" in one_line_error(
         run(["train", "--init", "bogus"], tmp_path))
+
+
+def start_training(tmp_path, *extra):
+    """A run long enough to be interrupted at a chosen moment: epoch 1 takes seconds."""
+    return subprocess.Popen([*RNNCLI, "train", "--out", "m", "--hidden", "96", "--batch-size", "8", "--epochs", "50",
+                             "--patience", "50", "--device", "cpu", *extra], cwd=tmp_path, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def interrupt_when(proc, seen: str | None, signum=signal.SIGINT, seconds=240.0):
+    """Send `signum` once stdout shows `seen` (at once when None); return (code, stdout, stderr)."""
+    out = ""
+    deadline = time.monotonic() + seconds
+    while seen is not None and seen not in out:
+        assert proc.poll() is None and time.monotonic() < deadline, out
+        out += proc.stdout.readline()
+    proc.send_signal(signum)
+    rest, err = proc.communicate(timeout=120)
+    return proc.returncode, out + rest, err
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_the_first_moments_is_exit_130_and_nothing_saved(tmp_path):
+    proc = start_training(tmp_path)
+    time.sleep(0.5)  # importing the CLI, torch or datasets
+    code, _, err = interrupt_when(proc, None)
+    assert code == 130 and err.startswith("rnncli: interrupted") and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "m").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_before_the_first_epoch_ends_is_exit_130_and_nothing_saved(tmp_path):
+    code, _, err = interrupt_when(start_training(tmp_path), "vocabulary")  # the data report is out
+    assert code == 130 and "Traceback" not in err, err
+    assert err.strip() == "rnncli: interrupted before the first epoch ended; no model was saved"
+    assert not (tmp_path / "m").exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.slow
+def test_an_interrupt_later_keeps_the_best_model_and_says_how_to_resume(tmp_path, signum, code):
+    returned, out, err = interrupt_when(start_training(tmp_path), "best", signum)  # epoch 1's line
+    assert returned == code and "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rnncli: interrupted in epoch ")
+    assert "the best model so far (epoch 1) is saved in m; continue with: rnncli train --resume m" in lines[0]
+    assert checkpoint.load(tmp_path / "m").meta["best"]["epoch"] >= 1
+    assert (tmp_path / "m" / checkpoint.RESUME).is_file()

@@ -110,3 +110,40 @@ def test_missing_folder_says_how_to_make_one(tmp_path):
         checkpoint.load(tmp_path / "nothing-here")
     with pytest.raises(RnncliError, match="rnncli train"):
         checkpoint.load(tmp_path)  # a folder, but not a model folder
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("layers, pool", [(1, "last"), (2, "attn"), (3, "max")])
+def test_weight_layout_from_the_config_is_the_models_own(cell, bidirectional, layers, pool):
+    """The shapes a folder is checked against before loading are exactly those of the module."""
+    from rnncli.config import ModelConfig
+    from rnncli.layout import weight_shapes
+    from rnncli.model import RNNClassifier
+
+    config = ModelConfig(cell=cell, bidirectional=bidirectional, layers=layers, pool=pool, embed=11, hidden=13)
+    model = RNNClassifier(config, vocab_size=37, num_classes=5)
+    assert weight_shapes(config, 37, 5) == {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def test_a_weight_missing_or_extra_is_named(tiny_model_copy):
+    from safetensors.torch import load_file, save_file
+
+    path = tiny_model_copy / checkpoint.WEIGHTS
+    state = load_file(str(path))
+    save_file({k: v for k, v in state.items() if k != "head.bias"}, str(path))
+    with pytest.raises(RnncliError, match=r"head.bias is absent in the weights, \(2,\) by the config"):
+        checkpoint.inspect(tiny_model_copy)
+    save_file({**state, "extra.weight": torch.zeros(3)}, str(path))
+    with pytest.raises(RnncliError, match="extra.weight is \\(3,\\) in the weights, no such weight by the config"):
+        checkpoint.load(tiny_model_copy)
+
+
+@pytest.mark.parametrize("change, message", [({"labels": ["only"]}, "two or more"),
+                                             ({"vocab_size": 10**12}, "vocab_size"),
+                                             ({"vocab_size": "37"}, "vocab_size")])
+def test_labels_and_vocab_size_are_checked_before_loading(tiny_model_copy, change, message):
+    path = tiny_model_copy / checkpoint.CONFIG
+    path.write_text(json.dumps(json.loads(path.read_text()) | change))
+    with pytest.raises(RnncliError, match=message):
+        checkpoint.inspect(tiny_model_copy)

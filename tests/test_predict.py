@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rnncli.errors import RnncliError
-from rnncli.predict import Classifier
+from rnncli.predict import BATCH_TOLERANCE, Classifier
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +42,21 @@ def test_one_record_per_text_in_input_order(clf):
             assert p.label is None and p.score is None and p.probabilities == {} and p.tokens == 0
         else:
             assert_distribution(p, ["neg", "pos"])
-    assert preds[1].probabilities == preds[5].probabilities
+    assert preds[1].probabilities == pytest.approx(preds[5].probabilities, abs=BATCH_TOLERANCE, rel=0)
     assert clf.predict([]) == []
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 7, 128])
+def test_a_texts_answer_does_not_depend_on_its_batch(clf, batch_size):
+    """Batch-invariant to BATCH_TOLERANCE: alone, or among others of every length, anywhere."""
+    text = "the plot is awful , but the cast is great"
+    alone = clf.predict([text])[0]
+    others = ["dull", "i loved the film", "a b c d e f g h i j k l m n o p q", "great great great"] * 5
+    for position in (0, 3, len(others)):
+        texts = others[:position] + [text] + others[position:]
+        p = clf.predict(texts, batch_size=batch_size)[position]
+        assert p.label == alone.label
+        assert p.probabilities == pytest.approx(alone.probabilities, abs=BATCH_TOLERANCE, rel=0)
 
 
 def test_unknown_share(clf):
