@@ -42,7 +42,7 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path):
             break
         time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(60) == 130, proc.stderr.read().decode()
+    assert proc.wait(60) == 128 + signal.SIGTERM, proc.stderr.read().decode()  # 143, as shells report it
     assert len(validation_records(cut)) < 6  # it really stopped early
     assert (cut / "resume.safetensors").exists()
     assert (cut / "model.safetensors").exists()  # the best model so far is in place
