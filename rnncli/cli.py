@@ -32,7 +32,6 @@ console = Console()
 MAX_BATCH = 1_000_000  # texts per inference batch
 
 
-INTERRUPTED = 128 + signal.SIGINT  # the exit code of a run stopped by Ctrl-C (SIGTERM: 128 + 15)
 _stopped_by = [signal.SIGINT]  # the signal that stopped this process, when one did
 
 
@@ -92,38 +91,34 @@ def fmt_shape(shape) -> str:
 
 def _help(text: str, default=None) -> str:
     """Help with its default written as the train options write theirs: `(default: X)`."""
+    if isinstance(default, bool):
+        default = "on" if default else "off"
     return text if default is None else f"{text} (default: {default})"
 
 
 SHAPES = ShapesSpec()  # the defaults of `rnncli shapes`, kept in the library
 
 
+def _spec(name: str, text: str):
+    """A `shapes` option whose default is the library's."""
+    return typer.Option(help=_help(text, getattr(SHAPES, name)), show_default=False)
+
+
 @app.command()
 @clean_errors
 def shapes(
     *,
-    seq: Annotated[int, typer.Option(help=_help("Time steps (words) per sequence.", SHAPES.seq),
-                                     show_default=False)] = SHAPES.seq,
-    batch: Annotated[int, typer.Option(help=_help("Sequences per batch.", SHAPES.batch),
-                                       show_default=False)] = SHAPES.batch,
-    feature: Annotated[int, typer.Option(help=_help("Input size per step (the embedding size).", SHAPES.feature),
-                                         show_default=False)] = SHAPES.feature,
-    hidden: Annotated[int, typer.Option(help=_help("Hidden state size.", SHAPES.hidden),
-                                        show_default=False)] = SHAPES.hidden,
-    layers: Annotated[int, typer.Option(help=_help("Stacked recurrent layers.", SHAPES.layers),
-                                        show_default=False)] = SHAPES.layers,
-    cell: Annotated[str, typer.Option(help=_help("rnn, gru or lstm.", SHAPES.cell),
-                                      show_default=False)] = SHAPES.cell,
-    nonlinearity: Annotated[str, typer.Option(help=_help("tanh or relu (rnn cell).", SHAPES.nonlinearity),
-                                              show_default=False)] = SHAPES.nonlinearity,
-    bidirectional: Annotated[bool, typer.Option(help=_help("Read the sequence both ways.", "off"),
-                                                show_default=False)] = SHAPES.bidirectional,
-    batch_first: Annotated[bool, typer.Option(help=_help("Lay x and out out as (batch, seq, ...).", "off"),
-                                              show_default=False)] = SHAPES.batch_first,
-    vocab: Annotated[int, typer.Option(help=_help("Vocabulary size for the classifier pipeline.", SHAPES.vocab),
-                                       show_default=False)] = SHAPES.vocab,
-    classes: Annotated[int, typer.Option(help=_help("Classes for the classifier pipeline.", SHAPES.classes),
-                                         show_default=False)] = SHAPES.classes,
+    seq: Annotated[int, _spec("seq", "Time steps (words) per sequence.")] = SHAPES.seq,
+    batch: Annotated[int, _spec("batch", "Sequences per batch.")] = SHAPES.batch,
+    feature: Annotated[int, _spec("feature", "Input size per step (the embedding size).")] = SHAPES.feature,
+    hidden: Annotated[int, _spec("hidden", "Hidden state size.")] = SHAPES.hidden,
+    layers: Annotated[int, _spec("layers", "Stacked recurrent layers.")] = SHAPES.layers,
+    cell: Annotated[str, _spec("cell", "rnn, gru or lstm.")] = SHAPES.cell,
+    nonlinearity: Annotated[str, _spec("nonlinearity", "tanh or relu (rnn cell).")] = SHAPES.nonlinearity,
+    bidirectional: Annotated[bool, _spec("bidirectional", "Read the sequence both ways.")] = SHAPES.bidirectional,
+    batch_first: Annotated[bool, _spec("batch_first", "Lay x and out out as (batch, seq, ...).")] = SHAPES.batch_first,
+    vocab: Annotated[int, _spec("vocab", "Vocabulary size for the classifier pipeline.")] = SHAPES.vocab,
+    classes: Annotated[int, _spec("classes", "Classes for the classifier pipeline.")] = SHAPES.classes,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
 ):
     """Show how an RNN's tensors fit together, from real tensors after one forward pass.
