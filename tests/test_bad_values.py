@@ -198,22 +198,34 @@ def test_the_old_init_spelling_still_works(tmp_path):
         run(["train", "--init", "bogus"], tmp_path))
 
 
+def _ctrl_c_reaches_the_child():
+    """A shell that starts a job in the background (as a CI runner may) ignores SIGINT for it, and
+    Python keeps an ignored SIGINT ignored; a user's terminal delivers it, so the test does too."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_training(tmp_path, *extra):
     """A run long enough to be interrupted at a chosen moment: epoch 1 takes seconds."""
     return subprocess.Popen([*RNNCLI, "train", "--out", "m", "--hidden", "96", "--batch-size", "8", "--epochs", "50",
                              "--patience", "50", "--device", "cpu", *extra], cwd=tmp_path, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_ctrl_c_reaches_the_child)
 
 
 def interrupt_when(proc, seen: str | None, signum=signal.SIGINT, seconds=240.0):
     """Send `signum` once stdout shows `seen` (at once when None); return (code, stdout, stderr)."""
     out = ""
     deadline = time.monotonic() + seconds
-    while seen is not None and seen not in out:
-        assert proc.poll() is None and time.monotonic() < deadline, out
-        out += proc.stdout.readline()
-    proc.send_signal(signum)
-    rest, err = proc.communicate(timeout=120)
+    try:
+        while seen is not None and seen not in out:
+            assert proc.poll() is None and time.monotonic() < deadline, out
+            out += proc.stdout.readline()
+        proc.send_signal(signum)
+        rest, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # never leave a training process behind
+            proc.kill()
+            proc.wait()
     return proc.returncode, out + rest, err
 
 
