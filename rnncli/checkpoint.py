@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rnncli.config import Config, from_dict
-from rnncli.errors import RnncliError
+from rnncli.errors import RnncliError, first_line
 
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG, TOKENIZER, METRICS = "model.safetensors", "config.json", "tokenizer.json", "metrics.jsonl"
@@ -115,11 +115,6 @@ def read_meta(folder: str | Path) -> dict:
     return meta
 
 
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:120] if text else type(e).__name__
-
-
 def weight_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """{name: shape} from a safetensors file's header; the tensors themselves are not read."""
     from safetensors import SafetensorError, safe_open
@@ -128,7 +123,7 @@ def weight_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         with safe_open(str(path), framework="numpy") as f:
             return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as e:
-        raise RnncliError(f"{path}: unreadable or truncated ({_first_line(e)})") from None
+        raise RnncliError(f"{path}: unreadable or truncated ({first_line(e)})") from None
 
 
 def inspect(folder: str | Path) -> tuple[dict, Config]:
@@ -173,7 +168,7 @@ def load(folder: str | Path = "runs/latest", device: str = "cpu") -> Loaded:
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
-        raise RnncliError(f"{weights}: unreadable or truncated ({_first_line(e)})") from None
+        raise RnncliError(f"{weights}: unreadable or truncated ({first_line(e)})") from None
     tokenizer = load_tokenizer(folder / TOKENIZER)
     model = RNNClassifier(config.model, vocab_size=meta["vocab_size"], num_classes=len(meta["labels"]))
     try:
@@ -204,17 +199,25 @@ def save_resume(folder: Path, model, optimizer, state: dict) -> None:
     _atomic_write(folder / RESUME, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
-def check_writable(folder: Path) -> None:
-    """A folder that training will write into, tried with a real file: permissions, a read-only
-    disk or an immutable flag all show here, before any data is read."""
-    if not folder.is_dir():
-        raise RnncliError(f"{folder}: no such model folder")
+def write_problem(folder: Path) -> str | None:
+    """Why a file cannot be written in `folder` (None when it can), found by writing one:
+    permissions, a read-only disk or an immutable flag all show, even for root."""
     probe = folder / f".rnncli-write-test-{os.getpid()}"
     try:
         probe.touch()
         probe.unlink()
     except OSError as e:
-        raise RnncliError(f"{folder}: cannot write here ({e.strerror}); --resume saves into the folder") from None
+        return e.strerror
+    return None
+
+
+def check_writable(folder: Path) -> None:
+    """A folder that `--resume` will write into, tried before any data is read."""
+    if not folder.is_dir():
+        raise RnncliError(f"{folder}: no such model folder")
+    problem = write_problem(folder)
+    if problem:
+        raise RnncliError(f"{folder}: cannot write here ({problem}); --resume saves into the folder")
 
 
 def load_resume(folder: Path):
@@ -230,7 +233,7 @@ def load_resume(folder: Path):
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no items()
         state, groups = json.loads(meta["state"]), json.loads(meta["param_groups"])
     except (SafetensorError, OSError, ValueError, KeyError) as e:
-        raise RnncliError(f"{path}: unreadable or truncated ({_first_line(e)})") from None
+        raise RnncliError(f"{path}: unreadable or truncated ({first_line(e)})") from None
     model_state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     moments: dict[int, dict] = {}
     for k, v in tensors.items():

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from rnncli.config import DataConfig
-from rnncli.errors import RnncliError
+from rnncli.errors import RnncliError, first_line
 
 ALIASES = {
     "sst2": "stanfordnlp/sst2",
@@ -103,6 +103,13 @@ def _quiet_datasets():
         datasets.logging.set_verbosity(before)
 
 
+def _json_files(path: Path) -> list[Path]:
+    """The JSON and JSON Lines files a data path names: itself, or those in its folder."""
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.suffix.lower() in (".json", ".jsonl"))
+    return [path] if path.suffix.lower() in (".json", ".jsonl") else []
+
+
 def json_problem(path: Path) -> str | None:
     """Where a JSON or JSON Lines file first breaks, as `line N: why`, or None if it parses.
     Read only after the loader failed, so a good file is never read twice."""
@@ -155,14 +162,11 @@ def _open_local(path: Path, streaming: bool = False):
     except RnncliError:
         raise
     except Exception as e:  # noqa: BLE001 - pyarrow, json and csv parsers raise many kinds
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".json", ".jsonl")) if path.is_dir() \
-            else [path] if path.suffix.lower() in (".json", ".jsonl") else []
-        for file in files:
+        for file in _json_files(path):
             problem = json_problem(file)
             if problem:
                 raise RnncliError(f"{file}: {problem}") from None
-        raise RnncliError(f"{path}: cannot read data ({first[:200]})") from None
+        raise RnncliError(f"{path}: cannot read data ({first_line(e, 200)})") from None
 
 
 def _open_hub(hub_id: str, streaming: bool = False):
@@ -171,7 +175,7 @@ def _open_hub(hub_id: str, streaming: bool = False):
     try:
         return datasets.load_dataset(hub_id, streaming=streaming)
     except Exception as e:  # noqa: BLE001 - the hub client raises many kinds when offline
-        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        first = first_line(e, 160)
         raise RnncliError(
             f"cannot load {hub_id!r} from the Hugging Face hub ({first}); use a local folder or file "
             "(e.g. --dataset ../shared/data/sst2, --dataset reviews.csv) or --dataset builtin"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rnncli.errors import RnncliError
+from rnncli.errors import RnncliError, first_line
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def start(dist: Dist, device) -> None:
         td.init_process_group(backend=backend, rank=dist.rank, world_size=dist.world)
     except (RuntimeError, ValueError) as e:
         raise RnncliError(f"cannot join the {backend} process group "
-                          f"(MASTER_ADDR/MASTER_PORT from torchrun): {str(e).splitlines()[0]}") from None
+                          f"(MASTER_ADDR/MASTER_PORT from torchrun): {first_line(e, 10_000)}") from None
 
 
 def stop(dist: Dist, finished: bool = True) -> None:

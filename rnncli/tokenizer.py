@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnncli.errors import RnncliError
+from rnncli.errors import RnncliError, first_line
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
@@ -106,7 +106,7 @@ def load_tokenizer(path: str | Path):
     try:
         tok = Tokenizer.from_file(str(path))
     except Exception as e:  # noqa: BLE001 - tokenizers raises plain Exception on bad JSON
-        raise RnncliError(f"{path}: not a valid tokenizer file ({str(e).splitlines()[0][:120]})") from None
+        raise RnncliError(f"{path}: not a valid tokenizer file ({first_line(e)})") from None
     if tok.token_to_id(PAD) != PAD_ID or tok.token_to_id(UNK) != UNK_ID:
         raise RnncliError(f"{path}: tokenizer lacks <pad>=0 and <unk>=1")
     return tok

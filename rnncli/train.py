@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -123,12 +122,9 @@ def check_out(out: Path) -> None:
         base = base.parent
     if not base.is_dir():
         raise RnncliError(f"{out.parent}: cannot write the model folder here ({base} is a file)")
-    probe = base / f".rnncli-write-test-{os.getpid()}"
-    try:
-        probe.touch()
-        probe.unlink()
-    except OSError as e:
-        raise RnncliError(f"{out.parent}: cannot write the model folder here ({e.strerror})") from None
+    problem = checkpoint.write_problem(base)
+    if problem:
+        raise RnncliError(f"{out.parent}: cannot write the model folder here ({problem})")
     if out.exists():
         out.rmdir()  # an empty folder is replaced by the renamed, complete one
 
