@@ -49,10 +49,14 @@ def clean_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
+        except Interrupted as e:
+            if not e.echo:
+                typer.echo(f"rnncli: {e}", err=True)
+            raise typer.Exit(128 + _stopped_by[0]) from None
         except RnncliError as e:
             if not e.echo:
-                typer.echo(f"rnncli: error: {e}" if e.exit_code == 2 else f"rnncli: {e}", err=True)
-            raise typer.Exit(128 + _stopped_by[0] if isinstance(e, Interrupted) else e.exit_code) from None
+                typer.echo(f"rnncli: error: {e}", err=True)
+            raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             typer.echo(f"rnncli: interrupted; {command.__name__.rstrip('_')} stopped and saved nothing",
                        err=True)
@@ -296,7 +300,7 @@ def train(
 
         run = run_training(resolved, progress, resume=resume)
     except KeyboardInterrupt:  # before training started: while importing, or reading the data
-        raise Interrupted("interrupted before the first epoch ended; no model was saved") from None
+        raise Interrupted(Interrupted.BEFORE_FIRST_EPOCH) from None
     finally:
         progress.close()
     t = Table(title=f"Training: {run.stopped}", title_justify="left")

@@ -170,7 +170,7 @@ def _coerce(value: Any, f: dataclasses.Field, where: str) -> Any:
 
 
 def valid_range(f: dataclasses.Field) -> str:
-    """The values a numeric field takes, in words: `> 0`, `between 0 and 0.95`, `0 <= x < 1`."""
+    """The values a numeric field takes, in words: `> 0`, `between 0 and 0.95`, `> 0 and <= 1`."""
     m = {k: (f"{v:g}" if isinstance(v, float) else v) for k, v in f.metadata.items()}
     low = m.get("min")
     lo_sign = ">" if m.get("exclusive_min") else ">="

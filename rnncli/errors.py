@@ -19,3 +19,4 @@ class Interrupted(RnncliError):
     """Ctrl-C or SIGTERM before anything was saved: exit 128 + the signal's number, as shells do."""
 
     exit_code = 130
+    BEFORE_FIRST_EPOCH = "interrupted before the first epoch ended; no model was saved"

@@ -36,6 +36,12 @@ class ShapesSpec:
         for name in ("seq", "batch", "feature", "hidden", "layers", "vocab", "classes"):
             if getattr(self, name) < 1:
                 raise RnncliError(f"--{name} must be at least 1, not {getattr(self, name)}")
+        if self.vocab < 2:
+            raise RnncliError("--vocab must be at least 2 (id 0 is padding)")
+        if self.cell not in CELLS:
+            raise RnncliError(f"--cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
+        if self.nonlinearity not in NONLINEARITIES:
+            raise RnncliError(f"--nonlinearity must be one of {', '.join(NONLINEARITIES)}")
         dense = self.seq * self.layers * (2 if self.bidirectional else 1)
         if dense > MAX_DENSE:
             raise RnncliError(f"--seq x --layers x directions is {dense:,}; at most {MAX_DENSE:,} (the comparison "
@@ -44,19 +50,12 @@ class ShapesSpec:
             raise RnncliError(f"these sizes need about {self.floats() * 4 / 2**20:,.0f} MB of tensors; "
                               f"rnncli shapes builds at most {MAX_FLOATS * 4 // 2**20} MB (use smaller "
                               "--seq, --batch, --feature, --hidden, --layers or --vocab)")
-        if self.vocab < 2:
-            raise RnncliError("--vocab must be at least 2 (id 0 is padding)")
-        if self.cell not in CELLS:
-            raise RnncliError(f"--cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
-        if self.nonlinearity not in NONLINEARITIES:
-            raise RnncliError(f"--nonlinearity must be one of {', '.join(NONLINEARITIES)}")
-
 
     def floats(self) -> int:
         """About how many floats describe() allocates: two copies of the recurrent weights, the
         embedding, and the inputs and outputs of both forward passes."""
         dirs = 2 if self.bidirectional else 1
-        rnn = self.layers * dirs * GATES.get(self.cell, 4) * self.hidden * (
+        rnn = self.layers * dirs * GATES[self.cell] * self.hidden * (
             max(self.feature, self.hidden * dirs) + self.hidden + 2)
         return 2 * rnn + self.vocab * self.feature + 2 * self.seq * self.batch * (self.feature + self.hidden * dirs)
 

@@ -553,7 +553,7 @@ def _train(config, progress, out, saved, saved_meta, dist, device, autocast, sca
         gradients.close()
     if best_state is None:
         if run.stopped == "interrupted":
-            raise Interrupted("interrupted before the first epoch ended; no model was saved")
+            raise Interrupted(Interrupted.BEFORE_FIRST_EPOCH)
         raise RnncliError(f"no model was saved: {run.message or 'training stopped before the first epoch ended'}")
     if run.stopped != "interrupted" and dist.main:
         (out / checkpoint.RESUME).unlink(missing_ok=True)  # nothing left to resume
