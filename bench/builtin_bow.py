@@ -33,8 +33,8 @@ def main() -> None:
 
     import numpy as np
 
+    from rnncli.builtin import builtin_dataset
     from rnncli.config import resolve
-    from rnncli.corpus import builtin_dataset
     from rnncli.train import train
 
     data = builtin_dataset()

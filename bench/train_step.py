@@ -6,9 +6,9 @@
 The speed benchmark's model (rnn, tanh, 2 layers, hidden 128, embed 128, batch 64), one model and
 optimiser per variant. Each round runs every variant over the same batches, in turns, so a slow
 spell of a shared machine hits them all; the table gives each variant's fastest and median round.
-Variants: the embedding gradient dense or by rows (`rnncli.train.Gradients`), AdamW or `RowAdamW`
+Variants: the embedding gradient dense or by rows (`rnncli.optimizer.Gradients`), AdamW or `RowAdamW`
 (which updates only the rows a batch uses, `rnncli.optimizer`), and the dropout masks
-(`recurrence.keep_mask`, on the embeddings, between layers and before the head) drawn from uniform
+(`rnncli.dropout.keep_mask`, on the embeddings, between layers and before the head) drawn from uniform
 numbers (rnncli) or with `bernoulli_` (as `nn.Dropout` draws).
 """
 
@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rnncli import recurrence
+from rnncli import dropout
 from rnncli.batching import LengthBuckets
 from rnncli.config import resolve
 from rnncli.data import load_corpus
 from rnncli.model import RNNClassifier
+from rnncli.optimizer import Gradients, make_optimizer
 from rnncli.tokenizer import encode, train_tokenizer
-from rnncli.train import Gradients, make_optimizer
 
 MODEL = {"cell": "rnn", "layers": 2, "hidden": 128, "embed": 128, "nonlinearity": "tanh", "weight_init": "default"}
 
@@ -57,7 +57,7 @@ def main() -> None:
         "dense gradient, AdamW, bernoulli_ masks": (False, False, bernoulli_mask),
         "row gradient, AdamW, bernoulli_ masks": (True, False, bernoulli_mask),
         "row gradient, RowAdamW, bernoulli_ masks": (True, True, bernoulli_mask),
-        "row gradient, RowAdamW, uniform masks (rnncli)": (True, True, recurrence.keep_mask),
+        "row gradient, RowAdamW, uniform masks (rnncli)": (True, True, dropout.keep_mask),
     }
     steps = {}
     for name, (rows, lazy, _) in variants.items():
@@ -70,7 +70,7 @@ def main() -> None:
     try:
         for _ in range(a.rounds):
             for name, (_, _, mask) in variants.items():
-                recurrence.keep_mask = mask
+                dropout.keep_mask = mask
                 model, optimizer, gradients = steps[name]
                 start = time.perf_counter()
                 for idx, ids in batches:  # ids (seq, batch)
@@ -79,12 +79,12 @@ def main() -> None:
                     loss.backward()
                     gradients.clip(config.train.clip)
                     optimizer.step()
-                    gradients.release()
+                    gradients.zero_rows()
                     loss.item()
-                gradients.settle()  # as at the end of an epoch
+                gradients.catch_up()  # as at the end of an epoch
                 seconds[name].append(time.perf_counter() - start)
     finally:
-        recurrence.keep_mask = variants["row gradient, RowAdamW, uniform masks (rnncli)"][2]
+        dropout.keep_mask = variants["row gradient, RowAdamW, uniform masks (rnncli)"][2]
 
     print(f"{len(batches)} SST-2 batches ({tokens:,} tokens), {a.rounds} rounds, {torch.get_num_threads()} threads")
     print("| variant | fastest ms/step | median ms/step | tokens/s (fastest) |")

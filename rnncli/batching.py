@@ -1,7 +1,9 @@
-"""Batches of texts that all have the same length.
+"""Batches of texts that all have the same length, for training; padded or packed ones for inference.
 
 An RNN over a padded batch either wastes steps on padding or needs packing; grouping texts by their
 exact token count needs neither, and the batch is one slice of a ready (texts, length) array.
+A training run reads its batches from a batch source, `SplitBatches` (a split held in memory)
+or `StreamBatches` (a stream, a buffer at a time), both `epoch(epoch, rng)` -> (ids, labels).
 """
 
 from __future__ import annotations
@@ -56,6 +58,43 @@ class LengthBuckets:
         return -(-total // parts)
 
 
+class SplitBatches:
+    """An in-memory training split: each epoch, its texts shuffled within lengths and batched.
+    With `parts` data-parallel processes, each takes every parts-th batch from `part` on."""
+
+    def __init__(self, enc: Encoded, labels: np.ndarray, batch_size: int, part: int = 0, parts: int = 1):
+        self.buckets = LengthBuckets(enc)
+        self.labels = torch.from_numpy(labels)  # (texts,)
+        self.batch_size, self.part, self.parts = batch_size, part, parts
+        self.num_batches: int | None = self.buckets.num_batches(batch_size, parts)
+
+    def epoch(self, epoch: int, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for idx, ids in self.buckets.batches(self.batch_size, rng, part=self.part, parts=self.parts):
+            yield ids, self.labels[idx]  # (seq, batch), (batch,)
+
+
+class StreamBatches:
+    """A streamed training split: each buffer of the stream grouped by length and shuffled. The
+    stream's length is unknown, so `num_batches` is None."""
+
+    num_batches: int | None = None
+
+    def __init__(self, corpus, tokenizer, buffer: int, max_length: int, batch_size: int, seed: int,
+                 part: int = 0, parts: int = 1):
+        self.corpus, self.tokenizer = corpus, tokenizer
+        self.buffer, self.max_length, self.batch_size, self.seed = buffer, max_length, batch_size, seed
+        self.part, self.parts = part, parts
+
+    def epoch(self, epoch: int, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        from rnncli.tokenizer import encode
+
+        for chunk in self.corpus.chunks(self.buffer, self.seed, epoch, part=self.part, parts=self.parts):
+            labels = torch.from_numpy(chunk.labels)
+            enc = encode(self.tokenizer, chunk.texts, self.max_length)
+            for idx, ids in LengthBuckets(enc).batches(self.batch_size, rng):
+                yield ids, labels[idx]  # (seq, batch), (batch,)
+
+
 def sorted_padded_batches(enc: Encoded, batch_size: int
                           ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
     """Inference batches of neighbouring lengths, right-padded with 0: (indices, ids (seq, batch), lengths).
@@ -74,7 +113,7 @@ def sorted_padded_batches(enc: Encoded, batch_size: int
         yield idx, torch.from_numpy(np.ascontiguousarray(ids.T)), torch.from_numpy(lengths)
 
 
-def packed(enc: Encoded, rows: np.ndarray) -> tuple[np.ndarray, torch.Tensor, list[int]]:
+def packed_batch(enc: Encoded, rows: np.ndarray) -> tuple[np.ndarray, torch.Tensor, list[int]]:
     """The texts at `rows` packed for `RNNClassifier.packed_logits`: (their order, longest first;
     ids (tokens,): step 0 of every text, then step 1 of those that long, ...; texts per step)."""
     lengths = enc.lengths[rows]

@@ -2,15 +2,17 @@
 
 Only tensors and JSON, so loading a folder someone sent you never runs code from it. Every write
 goes to a temporary name and is renamed into place, so a killed process never leaves a folder that
-half-loads.
+half-loads. While a run trains, its `RunFolder` is the one writer of the folder.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -146,8 +148,8 @@ def inspect(folder: str | Path) -> tuple[dict, Config]:
     found, wanted = weight_shapes(weights), expected_shapes(config.model, vocab, len(labels))
     for name in sorted(found.keys() | wanted.keys()):
         if found.get(name) != wanted.get(name):
-            held = found[name] if name in found else "absent"
-            said = wanted[name] if name in wanted else "no such weight"
+            held = found.get(name, "absent")
+            said = wanted.get(name, "no such weight")
             raise RnncliError(f"{weights}: does not match {CONFIG}: {name} is {held} in the weights, "
                               f"{said} by the config")
     return meta, config
@@ -220,8 +222,29 @@ def check_writable(folder: Path) -> None:
         raise RnncliError(f"{folder}: cannot write here ({problem}); --resume saves into the folder")
 
 
-def load_resume(folder: Path):
-    """(model state, optimizer state, RNG state, counters) saved by `save_resume`; never unpickles."""
+@dataclass
+class Resumed:
+    """An interrupted run, as `save_resume` kept it after its last finished epoch."""
+    meta: dict  # the folder's config.json
+    model: dict  # the weights after that epoch (not the best ones)
+    optimizer: dict  # the optimizer's state dict
+    rng: Any  # torch's RNG state
+    epoch: int  # the last finished epoch
+    stale: int  # epochs since the best one
+    best_epoch: int
+    best_accuracy: float
+
+
+def read_resume(folder: Path) -> Resumed:
+    """The interrupted run in `folder`, checked writable first, since training saves into it."""
+    check_writable(folder)
+    meta = read_meta(folder)
+    return Resumed(meta, *load_resume(folder))
+
+
+def load_resume(folder: Path) -> tuple:
+    """(model state, optimizer state, RNG state, and the counters epoch, stale, best_epoch,
+    best_accuracy) saved by `save_resume`; never unpickles."""
     from safetensors import SafetensorError, safe_open
 
     path = folder / RESUME
@@ -240,7 +263,8 @@ def load_resume(folder: Path):
         if k.startswith("optim."):
             _, i, name = k.split(".", 2)
             moments.setdefault(int(i), {})[name] = v
-    return model_state, {"state": moments, "param_groups": groups}, tensors["rng.torch"], state
+    counters = (state["epoch"], state["stale"], state["best_epoch"], state["best_accuracy"])
+    return model_state, {"state": moments, "param_groups": groups}, tensors["rng.torch"], *counters
 
 
 def read_metrics(folder: Path) -> list[dict]:
@@ -250,3 +274,133 @@ def read_metrics(folder: Path) -> list[dict]:
 
 def rewrite_metrics(folder: Path, records: list[dict]) -> None:
     _atomic_write(folder / METRICS, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in records)))
+
+
+def default_out(dataset: str) -> Path:
+    """runs/<dataset>-<timestamp>, with a number added if that folder exists."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(dataset.rstrip("/")).name or dataset).strip("-.") or "data"
+    base = Path("runs") / f"{slug}-{datetime.now():%Y%m%d-%H%M%S}"
+    out, n = base, 2
+    while out.exists():
+        out, n = base.with_name(f"{base.name}-{n}"), n + 1
+    return out
+
+
+def check_out(out: Path) -> None:
+    """Refuse to overwrite anything, and find an unwritable place before training, not after.
+    Nothing is created here: the folders appear with the first saved epoch."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise RnncliError(f"{out}: already exists; choose another --out or remove it")
+    base = out.parent.absolute()
+    while not base.exists():  # the nearest folder that exists is where writing starts
+        base = base.parent
+    if not base.is_dir():
+        raise RnncliError(f"{out.parent}: cannot write the model folder here ({base} is a file)")
+    problem = write_problem(base)
+    if problem:
+        raise RnncliError(f"{out.parent}: cannot write the model folder here ({problem})")
+    if out.exists():
+        out.rmdir()  # an empty folder is replaced by the renamed, complete one
+
+
+def new_folder_path(out: str, dataset: str) -> Path:
+    """Where a new run writes: `out`, or runs/<dataset>-<timestamp>; checked before training."""
+    path = Path(out) if out else default_out(dataset)
+    check_out(path)
+    return path
+
+
+def versions() -> dict[str, str]:
+    """Package versions, torch's as the build names itself (2.14.1+cu130, 2.13.0+cpu): the build,
+    not only the release, decides which kernels ran."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("rnncli", "torch", "datasets", "tokenizers", "safetensors"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:  # pragma: no cover
+            out[pkg] = "unknown"
+    import torch
+
+    out["torch"] = torch.__version__
+    return out
+
+
+def run_meta(config: Config, corpus, vocab_size: int, processes: int, device) -> dict:
+    """config.json: what `load` needs to rebuild the model, and where and how it was trained."""
+    import torch
+
+    return {
+        "format_version": FORMAT_VERSION,
+        "config": config.to_dict(),
+        "labels": corpus.labels,
+        "vocab_size": vocab_size,
+        "dataset": {"name": corpus.name, "source": corpus.source, "fingerprint": corpus.fingerprint},
+        "versions": versions(),
+        "distributed": {"processes": processes, "batch_size_per_process": config.train.batch_size},
+        "determinism": {"device": str(device), "torch_threads": torch.get_num_threads(),
+                        "deterministic": device.type == "cpu",
+                        "note": "CPU runs with the same seed and threads usually repeat bit for bit; "
+                                "on large data an occasional run has been seen to differ (see README); "
+                                "CUDA kernels (cuDNN RNNs) may differ in the last bits."},
+        "best": {},
+    }
+
+
+@dataclass
+class RunFolder:
+    """A training run's model folder and its one writer: config.json (`meta`), metrics.jsonl, the
+    best weights, the resume state and the runs/latest link. Under torchrun every process holds
+    one and only the main process's writes anything (`writes`)."""
+
+    path: Path
+    writes: bool = True
+    meta: dict = field(default_factory=dict)
+
+    def save_best(self, model, tokenizer, record: dict, best: dict) -> None:
+        """A new best epoch: its weights, its scores in config.json, and its metrics record. The
+        first one creates the folder, complete, in one rename."""
+        self.meta["best"] = best
+        if not self.writes:
+            return
+        if self.path.exists():
+            save_weights(self.path, model)
+            write_json(self.path / CONFIG, self.meta)
+            append_metrics(self.path, record)
+        else:
+            create_folder(self.path, model, tokenizer, self.meta, [record])
+            point_latest(self.path)
+
+    def add_record(self, record: dict) -> None:
+        if self.writes:
+            append_metrics(self.path, record)
+
+    def save_resume(self, model, optimizer, epoch: int, stale: int, best_epoch: int, best_accuracy: float) -> None:
+        if self.writes:
+            save_resume(self.path, model, optimizer, {"epoch": epoch, "stale": stale, "best_epoch": best_epoch,
+                                                      "best_accuracy": best_accuracy})
+
+    def can_resume(self) -> bool:
+        return (self.path / RESUME).exists()
+
+    def finish(self) -> None:
+        """The run is over: nothing is left to resume."""
+        if self.writes:
+            (self.path / RESUME).unlink(missing_ok=True)
+
+    def records_upto(self, epoch: int) -> list[dict]:
+        """The validation records of epochs 1..`epoch`; later ones belong to the epoch being redone
+        and are dropped from the file."""
+        records = [r for r in read_metrics(self.path) if r["split"] == "validation" and r["epoch"] <= epoch]
+        if self.writes:
+            rewrite_metrics(self.path, records)
+        return records
+
+    def best_weights(self) -> dict:
+        return load(self.path).model.state_dict()
+
+    def tokenizer(self):
+        from rnncli.tokenizer import load_tokenizer
+
+        return load_tokenizer(self.path / TOKENIZER)

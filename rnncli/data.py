@@ -17,6 +17,7 @@ import numpy as np
 
 from rnncli.config import DataConfig
 from rnncli.errors import RnncliError, first_line
+from rnncli.tokenizer import UNK_ID, Encoded
 
 ALIASES = {
     "sst2": "stanfordnlp/sst2",
@@ -47,6 +48,10 @@ class Split:
     def class_counts(self, n: int) -> list[int]:
         return np.bincount(self.labels, minlength=n).tolist()
 
+    def pick(self, mask: np.ndarray) -> Split:
+        """The rows where `mask` is true."""
+        return Split([t for t, m in zip(self.texts, mask) if m], self.labels[mask])
+
 
 @dataclass
 class Corpus:
@@ -56,6 +61,47 @@ class Corpus:
     labels: list[str]
     splits: dict[str, Split]
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def train(self) -> Split:
+        """The training rows held in memory."""
+        return self.splits["train"]
+
+    def counted_splits(self) -> dict[str, Split]:
+        """The splits as the data report counts them."""
+        return self.splits
+
+
+@dataclass
+class DataReport:
+    labels: list[str]
+    rows: dict[str, int]
+    class_counts: dict[str, list[int]]
+    length_percentiles: dict[str, int]  # tokens per training text before truncation: p50, p90, p99, max
+    truncated_share: float  # training texts longer than max_length
+    max_length: int
+    vocab_size: int
+    val_oov_rate: float  # validation tokens the vocabulary does not know
+    notes: list[str]
+
+
+def data_report(corpus: Corpus, train: Encoded, validation: Encoded, vocab_size: int, max_length: int
+                ) -> DataReport:
+    """What the training run reads: rows and classes per split, text lengths, vocabulary coverage."""
+    full = train.full_lengths
+    pct = {f"p{q}": int(np.percentile(full, q)) for q in (50, 90, 99)} | {"max": int(full.max())}
+    shown = corpus.counted_splits()
+    return DataReport(
+        labels=corpus.labels,
+        rows={name: len(split) for name, split in shown.items()},
+        class_counts={name: split.class_counts(len(corpus.labels)) for name, split in shown.items()},
+        length_percentiles=pct,
+        truncated_share=float((full > max_length).mean()),
+        max_length=max_length,
+        vocab_size=vocab_size,
+        val_oov_rate=float((validation.ids == UNK_ID).mean()) if len(validation.ids) else 0.0,
+        notes=list(corpus.notes),
+    )
 
 
 def as_texts(cells) -> list[str]:
@@ -75,7 +121,7 @@ def open_dataset(spec: str, streaming: bool = False):
 
     datasets.disable_progress_bars()
     if spec == "builtin":
-        from rnncli.corpus import builtin_dataset
+        from rnncli.builtin import builtin_dataset
 
         dsd = builtin_dataset()
         if streaming:
@@ -199,37 +245,52 @@ def fingerprint(dsd) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
+def require_train(dsd, where: str):
+    """The data set's train split, or a one-line error naming the splits it has."""
+    if "train" not in dsd:
+        raise RnncliError(f"{where}: no train split (found: {', '.join(dsd) or 'none'})")
+    return dsd["train"]
+
+
+def pick_columns(columns: list[str], features, config: DataConfig, where: str) -> tuple[str, str, list[str] | None]:
+    """The text and label columns, and the label names the data declares (a ClassLabel's), if any."""
+    text_col = find_column(columns, config.text_column, TEXT_COLUMNS, "text", where)
+    label_col = find_column(columns, config.label_column, LABEL_COLUMNS, "label", where)
+    feature = features.get(label_col) if features is not None else None
+    return text_col, label_col, list(feature.names) if hasattr(feature, "names") else None
+
+
+def to_splits(raw: dict, names, known_labels, where: str, notes: list[str]) -> tuple[list[str], dict[str, Split]]:
+    """{split: (text cells, label values)} -> the label names and {split: Split} of the labeled rows."""
+    labels, raw = label_ids(raw, names, known_labels, where, notes)
+    return labels, {name: Split(as_texts(texts), ids) for name, (texts, ids) in raw.items()}
+
+
+def carved_note(rows: int, fraction: float, seed: int, taken_from: str) -> str:
+    return f"no validation split: carved {rows:,} rows ({fraction:.0%}, stratified, seed {seed}) from {taken_from}"
+
+
 def load_corpus(config: DataConfig, seed: int = 0, known_labels: list[str] | None = None,
                 need_train: bool = True) -> Corpus:
     """Load and normalise a data set. `known_labels` (a trained model's) fixes the label ids."""
     dsd, source = open_dataset(config.dataset)
     where = config.dataset
-    if need_train and "train" not in dsd:
-        raise RnncliError(f"{where}: no train split (found: {', '.join(dsd) or 'none'})")
+    if need_train:
+        require_train(dsd, where)
     first = next(iter(dsd.values()))
-    columns = list(first.column_names)
-    text_col = find_column(columns, config.text_column, TEXT_COLUMNS, "text", where)
-    label_col = find_column(columns, config.label_column, LABEL_COLUMNS, "label", where)
-    feature = first.features.get(label_col)
-    names = list(feature.names) if hasattr(feature, "names") else None
-
+    text_col, label_col, names = pick_columns(list(first.column_names), first.features, config, where)
     raw = {}
     for name, split in dsd.items():
         rows = split.select_columns([text_col, label_col])[:]  # plain lists, read from Arrow at once
         raw[name] = (rows[text_col], rows[label_col])
     notes: list[str] = []
-    labels, raw = label_ids(raw, names, known_labels, where, notes)
-
-    splits = {}
-    for name, (texts, ids) in raw.items():
-        splits[name] = Split(as_texts(texts), ids)
+    labels, splits = to_splits(raw, names, known_labels, where, notes)
     if need_train and len(splits["train"]) == 0:
         raise RnncliError(f"{where}: the train split is empty")
     if "validation" not in splits and len(splits.get("train", ())):
         # carved the same way (seed, fraction) at training and at evaluation, so eval sees the same rows
         splits["train"], splits["validation"] = carve(splits["train"], config.val_fraction, seed)
-        notes.append(f"no validation split: carved {len(splits['validation']):,} rows "
-                     f"({config.val_fraction:.0%}, stratified, seed {seed}) from train")
+        notes.append(carved_note(len(splits["validation"]), config.val_fraction, seed, "train"))
     return Corpus(name=config.dataset, source=source, fingerprint=fingerprint(dsd), labels=labels,
                   splits=splits, notes=notes)
 
@@ -287,5 +348,4 @@ def carve_mask(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 def carve(train: Split, fraction: float, seed: int) -> tuple[Split, Split]:
     """A seeded, stratified validation split taken from train."""
     val_mask = carve_mask(train.labels, fraction, seed)
-    pick = lambda mask: Split([t for t, m in zip(train.texts, mask) if m], train.labels[mask])
-    return pick(~val_mask), pick(val_mask)
+    return train.pick(~val_mask), train.pick(val_mask)

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from rnncli.batching import LengthBuckets, packed, sorted_padded_batches
+from rnncli.inference import logits_of
 from rnncli.tokenizer import Encoded
 
 
@@ -58,34 +58,6 @@ def scores_of(confusion: np.ndarray) -> dict:
         "precision": precision, "recall": recall, "f1": f1, "support": support,
         "confusion": confusion,
     }
-
-
-PACKED_TOKENS = 65536  # tokens per packed inference chunk: 32 MB per (tokens, 128) float tensor
-
-
-@torch.inference_mode()
-def logits_of(model, enc: Encoded, batch_size: int = 128, device=None) -> torch.Tensor:
-    """Logits for every text, in input order: (texts, classes), float32 on the CPU."""
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = torch.empty(len(enc), model.head.out_features)
-    if getattr(model, "packable", False) and len(enc):
-        # packed: no padding and few steps, so large chunks; bounded in tokens, since each layer's
-        # output for the whole chunk is held at once: (tokens, hidden)
-        ends = np.cumsum(enc.lengths)
-        cuts = np.searchsorted(ends, np.arange(PACKED_TOKENS, int(ends[-1]), PACKED_TOKENS), side="right")
-        for chunk in np.split(np.arange(len(enc)), np.unique(cuts[(cuts > 0) & (cuts < len(enc))])):
-            idx, ids, sizes = packed(enc, chunk)
-            out[torch.from_numpy(idx)] = model.packed_logits(ids, sizes).float()  # (texts, classes)
-    elif model.directions == 1:  # padding after a text cannot reach it: fewer, fuller batches
-        for idx, ids, lengths in sorted_padded_batches(enc, batch_size):
-            out[torch.from_numpy(idx)] = model(ids.to(device), lengths).float().cpu()  # (batch, classes)
-    else:
-        for idx, ids in LengthBuckets(enc).batches(batch_size):
-            out[torch.from_numpy(idx)] = model(ids.to(device)).float().cpu()  # (batch, classes)
-    model.train(was_training)
-    return out
 
 
 def evaluate(model, enc: Encoded, gold: np.ndarray, labels: list[str], batch_size: int = 128,

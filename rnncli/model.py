@@ -13,7 +13,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnncli import recurrence
 from rnncli.config import ModelConfig
-from rnncli.tokenizer import PAD_ID, UNK_ID
+from rnncli.dropout import dropout, locked_dropout, word_dropout
 
 RECURRENT = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -58,18 +58,10 @@ class RNNClassifier(nn.Module):
             elif name.startswith("bias") and how == "identity":
                 nn.init.zeros_(p)
 
-    def _word_dropout(self, ids: torch.Tensor) -> torch.Tensor:
-        """While training, read each token as <unk> with chance `word_dropout` (padding stays padding)."""
-        p = self.config.word_dropout
-        if not self.training or p == 0:
-            return ids
-        drop = (torch.rand(ids.shape, device=ids.device) < p) & (ids != PAD_ID)  # (seq, batch)
-        return ids.masked_fill(drop, UNK_ID)
-
     def encode(self, ids: torch.Tensor, lengths: torch.Tensor | None = None):
         """Run the recurrent layers; returns `out` (seq, batch, hidden x dirs) and the final state."""
-        ids = self._word_dropout(ids)  # (seq, batch)
-        x = recurrence.locked_dropout(self.embedding(ids), self.config.dropout, self.training)  # (seq, batch, embed)
+        ids = word_dropout(ids, self.config.word_dropout, self.training)  # (seq, batch)
+        x = locked_dropout(self.embedding(ids), self.config.dropout, self.training)  # (seq, batch, embed)
         padded = lengths is not None and bool((lengths < ids.shape[0]).any())
         if self.directions == 2 and padded:
             # The backward direction would start on padding: pack so it starts on each text's last token.
@@ -115,7 +107,7 @@ class RNNClassifier(nn.Module):
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """ids (seq, batch), lengths (batch,) or None when no text is padded -> logits (batch, classes)."""
         out, _ = self.encode(ids, lengths)
-        pooled = recurrence.dropout(self.pool(out, lengths), self.config.dropout, self.training)  # (batch, H x dirs)
+        pooled = dropout(self.pool(out, lengths), self.config.dropout, self.training)  # (batch, H x dirs)
         return self.head(pooled)  # (batch, classes)
 
     @property

@@ -18,6 +18,8 @@ import math
 
 import torch
 
+from rnncli.config import Config
+
 
 class RowAdamW(torch.optim.AdamW):
     """`torch.optim.AdamW` (same state, same state dict) with lazy updates for `embedding`.
@@ -185,3 +187,83 @@ class RowAdamW(torch.optim.AdamW):
         self._others = None  # new state tensors: check them again
         state = self.state.get(self.embedding)
         self._last.fill_(int(state["step"]) if state else 0)  # a saved state is flushed
+
+
+def make_optimizer(model, config: Config, rows: bool = False):
+    """AdamW; with `rows`, a `RowAdamW` that updates only the embedding rows each batch uses."""
+    params = [p for p in model.parameters() if p.requires_grad]  # a frozen embedding is left out
+    kw = {"lr": config.train.lr, "weight_decay": config.train.weight_decay}
+    if rows and model.embedding.weight.requires_grad:
+        kind, kw = RowAdamW, kw | {"embedding": model.embedding.weight}
+    else:
+        kind = torch.optim.AdamW
+    try:
+        return kind(params, fused=True, **kw)
+    except (RuntimeError, TypeError):  # pragma: no cover - older torch or an unsupported device
+        return kind(params, foreach=True, **kw)
+
+
+class Gradients:
+    """Zeroes and clips the gradients around each step, the embedding's by the rows a batch uses.
+
+    A dense embedding gradient is a (vocab, embed) matrix that is zero outside the batch's few
+    hundred words, yet zeroing it, taking its norm and scaling it for clipping each touch every
+    row, every step: most of a small model's step time. With `rows`, the embedding emits a sparse
+    gradient that autograd adds in place into one dense buffer kept across steps; the norm and the
+    clipping read only the batch's rows, which are zeroed again after the optimiser step. A plain
+    AdamW still sees the full dense gradient, so its updates are the dense path's; a `RowAdamW`
+    is told the rows and reads only those. (Not under DDP, which would have to all-reduce a sparse
+    gradient.)
+    """
+
+    def __init__(self, model, rows: bool, optimizer=None):
+        self.embedding = model.embedding if rows and model.embedding.weight.requires_grad else None
+        self.optimizer = optimizer if isinstance(optimizer, RowAdamW) else None  # told each batch's rows
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.touched = None  # (rows,) the embedding rows the current batch uses
+        if self.embedding is not None:
+            weight = self.embedding.weight
+            self.embedding.sparse = True
+            weight.grad = torch.zeros_like(weight)  # (vocab, embed), zero outside `touched`
+            self.params = [p for p in self.params if p is not weight]
+
+    def zero(self, ids: torch.Tensor) -> None:
+        """Before the backward pass of the batch `ids` (seq, batch)."""
+        for p in self.params:
+            p.grad = None
+        if self.embedding is not None:
+            self.touched = torch.unique(ids)
+            if self.optimizer is not None:
+                self.optimizer.rows = self.touched
+
+    def clip(self, max_norm: float) -> None:
+        """Scale all gradients together so that their norm is at most `max_norm` (as `clip_grad_norm_`)."""
+        if self.embedding is None:
+            torch.nn.utils.clip_grad_norm_(self.params, max_norm, foreach=True)
+            return
+        grads = [p.grad for p in self.params if p.grad is not None]
+        rows = self.embedding.weight.grad.index_select(0, self.touched)  # (rows, embed): the only nonzero rows
+        total = torch.linalg.vector_norm(torch.stack([*torch._foreach_norm(grads), rows.norm()]))
+        scale = max_norm / (float(total) + 1e-6)
+        if scale < 1:  # below the limit, scaling by 1 would rewrite every gradient for nothing
+            torch._foreach_mul_(grads, scale)
+            self.embedding.weight.grad.index_copy_(0, self.touched, rows.mul_(scale))
+
+    def zero_rows(self) -> None:
+        """After the optimiser step: the buffer is zero again for the next batch."""
+        if self.embedding is not None:
+            self.embedding.weight.grad.index_fill_(0, self.touched, 0.0)
+
+    def catch_up(self) -> None:
+        """Before the weights are read: a `RowAdamW` brings the rows no recent batch used up to date."""
+        if self.optimizer is not None:
+            self.optimizer.flush()
+
+    def close(self) -> None:
+        """Leave the model as a plain one: no gradients held, a dense embedding gradient next time."""
+        self.catch_up()
+        for p in self.params:
+            p.grad = None
+        if self.embedding is not None:
+            self.embedding.sparse = False
+            self.embedding.weight.grad = None

@@ -6,7 +6,6 @@ pandas/pyarrow, so a prediction starts about as fast as torch itself.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,28 +16,10 @@ from rnncli.checkpoint import Loaded, load
 from rnncli.errors import RnncliError
 from rnncli.tokenizer import UNK_ID, Encoded
 
-# Below this many tokens a prediction runs on one CPU thread: a few texts are microseconds of
-# arithmetic, while starting and waking torch's worker threads costs far more, most of all on a
-# machine whose other cores are busy.
-SMALL = 4096
-
 # A text's probabilities do not depend on the texts that share its batch or on its place there,
 # beyond float rounding: matrix kernels (oneDNN, MKL, cuBLAS) may add in another order for another
 # batch shape, which moves the last bits (about 1e-7 seen on the CPU). The promise, tested:
 BATCH_TOLERANCE = 1e-5  # largest difference of any probability between two batchings of one text
-
-
-@contextlib.contextmanager
-def _one_thread(small: bool):
-    if not small:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def check_threshold(threshold: float | None) -> None:
@@ -105,11 +86,10 @@ class Classifier:
         texts = list(texts)
         if not texts:
             return []
-        from rnncli.evaluate import logits_of
+        from rnncli.inference import probabilities
 
         enc, empty = self._encode(texts)
-        with _one_thread(self.device.type == "cpu" and enc.ids.size < SMALL):
-            probs = torch.softmax(logits_of(self.model, enc, batch_size, self.device), dim=1).numpy()
+        probs = probabilities(self.model, enc, batch_size, self.device)  # (texts, classes)
         out = []
         for i, text in enumerate(texts):
             if empty[i]:

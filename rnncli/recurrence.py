@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rnncli.dropout import locked_dropout
+
 
 def _steps(x, w_ih, w_hh, bias, relu: bool) -> torch.Tensor:
     """h_t = act(x_t W_ih^T + b + h_{t-1} W_hh^T) for every t from h_{-1} = 0: (seq, batch, in) -> (seq, batch, hidden)."""
@@ -60,31 +62,6 @@ class _Layer(torch.autograd.Function):
         grad_bias = flat_dz.sum(0)  # the same for b_ih and b_hh
         grad_x = (flat_dz @ w_ih).view_as(x) if ctx.needs_input_grad[0] else None
         return grad_x, grad_w_ih, grad_w_hh, grad_bias, grad_bias, None
-
-
-def keep_mask(shape, p: float, like: torch.Tensor) -> torch.Tensor:
-    """1 / (1 - p) where a feature is kept, 0 where dropped; the scale is applied to the mask, which
-    is smaller than the tensor it multiplies. Drawn from uniform numbers and a comparison: on the CPU
-    `bernoulli_` (what `nn.Dropout` uses) takes about twice as long for the same mask."""
-    return torch.rand(shape, dtype=like.dtype, device=like.device).ge_(p).div_(1 - p)
-
-
-def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Plain dropout, one draw per element (as `nn.functional.dropout`), with `keep_mask`'s draws."""
-    if not training or p == 0:
-        return x
-    return x * keep_mask(x.shape, p, x)
-
-
-def locked_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Dropout with one mask per text, the same at every step (Gal & Ghahramani 2016).
-
-    The usual RNN regulariser, and far cheaper on the CPU: (batch, features) random numbers
-    instead of (seq, batch, features).
-    """
-    if not training or p == 0:
-        return x
-    return x * keep_mask((1, *x.shape[1:]), p, x)  # mask (1, batch, features)
 
 
 def _weights(rnn: nn.RNN, suffix: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

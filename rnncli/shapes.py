@@ -12,7 +12,6 @@ from rnncli.config import CELLS, NONLINEARITIES, ModelConfig
 from rnncli.errors import RnncliError
 from rnncli.layout import GATES
 
-
 MAX_DENSE = 2048  # dense layers built for the weight-sharing comparison
 MAX_FLOATS = 64 * 2**20  # 256 MB of float32: sizes a lesson needs, never gigabytes by a typo
 

@@ -18,14 +18,14 @@ import numpy as np
 
 from rnncli.config import DataConfig
 from rnncli.data import (
-    LABEL_COLUMNS,
-    TEXT_COLUMNS,
     Split,
     as_texts,
     carve_mask,
-    find_column,
-    label_ids,
+    carved_note,
     open_dataset,
+    pick_columns,
+    require_train,
+    to_splits,
 )
 from rnncli.errors import RnncliError
 
@@ -43,6 +43,15 @@ class StreamedCorpus:
     columns: tuple[str, str] = ("text", "label")
     held_out: dict[int, np.ndarray] = field(default_factory=dict)  # shard -> row numbers carved off
     strings: bool = False  # labels are strings (mapped through `labels`), not ids
+
+    @property
+    def train(self) -> Split:
+        """The training rows held in memory: the sample, since the stream's length is unknown."""
+        return self.sample
+
+    def counted_splits(self) -> dict[str, Split]:
+        """The splits as the data report counts them: of train, only the rows read so far."""
+        return {"train (first rows)": self.sample, **self.splits}
 
     def chunks(self, buffer: int, seed: int, epoch: int, part: int = 0, parts: int = 1) -> Iterator[Split]:
         """The training rows, `buffer` at a time: shards in a seeded order per epoch; with `parts`
@@ -87,38 +96,59 @@ def open_stream(config: DataConfig, seed: int = 0, known_labels: list[str] | Non
     """
     dsd, source = open_dataset(config.dataset, streaming=True)
     where = config.dataset
-    if "train" not in dsd:
-        raise RnncliError(f"{where}: no train split (found: {', '.join(dsd) or 'none'})")
-    train = dsd["train"]
-    features = train.features
-    if features is None:  # some builders learn their columns only from the first row
-        first = next(iter(train.take(1)), None)
-        if first is None:
-            raise RnncliError(f"{where}: the train split is empty")
-        columns = list(first)
-    else:
-        columns = list(features)
-    text_col = find_column(columns, config.text_column, TEXT_COLUMNS, "text", where)
-    label_col = find_column(columns, config.label_column, LABEL_COLUMNS, "label", where)
-    feature = features.get(label_col) if features is not None else None
-    names = list(feature.names) if hasattr(feature, "names") else None
-
+    train = require_train(dsd, where)
+    text_col, label_col, names = pick_columns(_columns(train, where), train.features, config, where)
     n = train.num_shards
     shards = [train.shard(num_shards=n, index=k) for k in range(n)] if n > 1 else [train]
-    texts, values, origin = [], [], []  # the first vocab_sample rows and their (shard, row)
+    texts, values, origin = _first_rows(shards, text_col, label_col, config.vocab_sample)
+    raw = {"train": (texts, values)} | _small_splits(dsd, text_col, label_col)
+    notes = [f"streaming: vocabulary and labels from the first {len(values):,} training rows"]
+    labels, splits = to_splits(raw, names, known_labels, where, notes)
+    sample = splits.pop("train")
+    if len(sample) == 0:
+        raise RnncliError(f"{where}: the train split is empty")
+    held_out: dict[int, np.ndarray] = {}
+    if "validation" not in splits:
+        kept = [o for o, v in zip(origin, values) if v is not None and v != -1]  # to_splits drops unlabeled rows
+        sample, splits["validation"], held_out = _carve(sample, kept, config.val_fraction, seed)
+        notes.append(carved_note(len(splits["validation"]), config.val_fraction, seed,
+                                 f"the first {len(kept):,} training rows"))
+    notes += _label_run_note(sample, config.stream_buffer)
+    fingerprint = hashlib.sha256(f"{source}|streaming|{n}".encode()).hexdigest()[:16]
+    return StreamedCorpus(name=where, source=source, fingerprint=fingerprint, labels=labels, sample=sample,
+                          splits=splits, notes=notes, shards=shards, columns=(text_col, label_col),
+                          held_out=held_out, strings=any(isinstance(v, str) for v in values))
+
+
+def _columns(train, where: str) -> list[str]:
+    """The stream's columns; some builders learn them only from the first row."""
+    if train.features is not None:
+        return list(train.features)
+    first = next(iter(train.take(1)), None)
+    if first is None:
+        raise RnncliError(f"{where}: the train split is empty")
+    return list(first)
+
+
+def _first_rows(shards: list, text_col: str, label_col: str, count: int) -> tuple[list, list, list]:
+    """The texts and label values of the first `count` rows, shard after shard, and each one's (shard, row)."""
+    texts, values, origin = [], [], []
     for k, shard in enumerate(shards):
         row = 0
-        for batch in shard.iter(batch_size=min(config.vocab_sample, 10_000)):
-            take = min(len(batch[label_col]), config.vocab_sample - len(values))
+        for batch in shard.iter(batch_size=min(count, 10_000)):
+            take = min(len(batch[label_col]), count - len(values))
             texts += batch[text_col][:take]
             values += batch[label_col][:take]
             origin += [(k, row + i) for i in range(take)]
             row += take
-            if len(values) >= config.vocab_sample:
-                break
-        if len(values) >= config.vocab_sample:
-            break
-    raw = {"train": (texts, values)}
+            if len(values) >= count:
+                return texts, values, origin
+    return texts, values, origin
+
+
+def _small_splits(dsd, text_col: str, label_col: str) -> dict[str, tuple[list, list]]:
+    """Validation and test, read whole: {split: (text cells, label values)}."""
+    raw = {}
     for name in ("validation", "test"):
         if name in dsd:
             rows = {text_col: [], label_col: []}
@@ -126,31 +156,28 @@ def open_stream(config: DataConfig, seed: int = 0, known_labels: list[str] | Non
                 rows[text_col] += batch[text_col]
                 rows[label_col] += batch[label_col]
             raw[name] = (rows[text_col], rows[label_col])
-    notes = [f"streaming: vocabulary and labels from the first {len(values):,} training rows"]
-    strings = any(isinstance(v, str) for v in values)
-    labels, raw = label_ids(raw, names, known_labels, where, notes)
-    kept = [o for o, v in zip(origin, values) if v is not None and v != -1]  # label_ids drops unlabeled rows
-    splits = {name: Split(as_texts(cells), ids) for name, (cells, ids) in raw.items()}
-    sample = splits.pop("train")
-    if len(sample) == 0:
-        raise RnncliError(f"{where}: the train split is empty")
-    held_out: dict[int, np.ndarray] = {}
-    if "validation" not in splits:
-        mask = carve_mask(sample.labels, config.val_fraction, seed)
-        for (k, row), is_val in zip(kept, mask):
-            if is_val:
-                held_out.setdefault(k, []).append(row)
-        held_out = {k: np.array(rows, dtype=np.int64) for k, rows in held_out.items()}
-        splits["validation"] = Split([t for t, m in zip(sample.texts, mask) if m], sample.labels[mask])
-        sample = Split([t for t, m in zip(sample.texts, ~mask) if m], sample.labels[~mask])
-        notes.append(f"no validation split: carved {int(mask.sum()):,} rows ({config.val_fraction:.0%}, "
-                     f"stratified, seed {seed}) from the first {len(mask):,} training rows")
+    return raw
+
+
+def _carve(sample: Split, origin: list[tuple[int, int]], fraction: float, seed: int
+           ) -> tuple[Split, Split, dict[int, np.ndarray]]:
+    """A seeded, stratified validation carve from the sample: (train rows, validation rows, and
+    shard -> the row numbers carved off, which the epochs then skip)."""
+    mask = carve_mask(sample.labels, fraction, seed)
+    held_out: dict[int, list[int]] = {}
+    for (k, row), is_val in zip(origin, mask):
+        if is_val:
+            held_out.setdefault(k, []).append(row)
+    rows = {k: np.array(r, dtype=np.int64) for k, r in held_out.items()}
+    return sample.pick(~mask), sample.pick(mask), rows
+
+
+def _label_run_note(sample: Split, buffer: int) -> list[str]:
+    """A warning when the stream holds long runs of one label, which a buffer cannot mix."""
     runs = np.flatnonzero(np.diff(sample.labels)) if len(sample) > 1 else np.empty(0)
     longest = int(np.diff(np.concatenate([[0], runs + 1, [len(sample)]])).max())
-    if longest > max(config.stream_buffer // 2, 1000):
-        notes.append(f"the stream holds {longest:,} rows of one label in a row: batches mix only rows within "
-                     f"--stream-buffer ({config.stream_buffer:,}); shuffle the files or raise it")
-    fingerprint = hashlib.sha256(f"{source}|streaming|{n}".encode()).hexdigest()[:16]
-    return StreamedCorpus(name=where, source=source, fingerprint=fingerprint, labels=labels, sample=sample,
-                          splits=splits, notes=notes, shards=shards, columns=(text_col, label_col),
-                          held_out=held_out, strings=strings)
+    if longest <= max(buffer // 2, 1000):
+        return []
+    note = (f"the stream holds {longest:,} rows of one label in a row: batches mix only rows within "
+            f"--stream-buffer ({buffer:,}); shuffle the files or raise it")
+    return [note]

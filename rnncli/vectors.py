@@ -129,3 +129,29 @@ def read_vectors(path: str | Path, vocab: dict[str, int], dim: int, skip: int = 
     if not covered[: size - added].any():
         raise RnncliError(f"{path}: no word of the vocabulary ({words:,} words) has a vector in this file")
     return Vectors(values=values, covered=covered, words=words, added=added)
+
+
+def init_embedding(embedding, vectors: Vectors) -> None:
+    """Covered rows take the vectors; the others keep their random init, scaled to the vectors'
+    standard deviation (as Kim 2014 does for unknown words), so no row dwarfs the pretrained ones.
+    The padding row (id 0) stays zero."""
+    import torch
+
+    weight = embedding.weight
+    covered = torch.from_numpy(vectors.covered).to(weight.device)
+    known = torch.from_numpy(vectors.values[vectors.covered]).to(weight)
+    rest = ~covered
+    rest[0] = False
+    with torch.no_grad():
+        std = float(known.std()) if known.numel() > 1 else 0.0
+        if std > 0:
+            weight[rest] *= std
+        weight[covered] = known
+        weight[0] = 0.0
+
+
+def vectors_note(path: str, vectors: Vectors, frozen: bool) -> str:
+    """The data report's line on how much of the vocabulary the vectors cover."""
+    more = f"; {vectors.added:,} more words from the file" if vectors.added else ""
+    return (f"vectors {path}: {vectors.covered_words:,} of {vectors.words:,} training vocabulary words covered "
+            f"({vectors.coverage:.1%}){more}, {'frozen' if frozen else 'fine-tuned'}")

@@ -39,7 +39,7 @@ def write_reviews_csv(path: Path, n: int = 300, seed: int = 5) -> Path:
     """`n` generated movie reviews with string labels "neg"/"pos", in a csv with columns text,label."""
     import csv
 
-    from rnncli.corpus import generate
+    from rnncli.builtin import generate
 
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)

@@ -9,7 +9,8 @@ import torch
 
 from rnncli import checkpoint
 from rnncli.config import ModelConfig
-from rnncli.evaluate import Metrics, evaluate, evaluate_folder, logits_of, scores
+from rnncli.evaluate import Metrics, evaluate, evaluate_folder, scores
+from rnncli.inference import logits_of
 from rnncli.model import RNNClassifier
 from rnncli.tokenizer import Encoded
 
@@ -105,7 +106,7 @@ def test_evaluation_repeats_the_best_epochs_validation_score(tiny_model):
 
 def test_packed_chunks_give_the_padded_answers(monkeypatch):
     """Inference packs texts in chunks bounded by tokens; any chunking gives the padded path's logits."""
-    from rnncli import evaluate as ev
+    from rnncli import inference as ev
 
     model = RNNClassifier(ModelConfig(embed=11, hidden=13, layers=2, dropout=0.0), 37, 3).eval()
     rng = np.random.default_rng(0)

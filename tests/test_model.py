@@ -62,20 +62,21 @@ def test_orthogonal_init_per_gate():
 
 
 def test_word_dropout_reads_tokens_as_unk_only_while_training():
-    model = build(word_dropout=0.3).train()
+    from rnncli.dropout import word_dropout
+
     ids = torch.randint(2, VOCAB, (7, 3))  # (seq, batch), no <pad> or <unk>
     ids[5:, 0] = 0  # the first text is padded after 5 tokens
     torch.manual_seed(1)
-    dropped = model._word_dropout(ids)  # (seq, batch)
+    dropped = word_dropout(ids, 0.3, training=True)  # (seq, batch)
     changed = dropped != ids
     assert changed.any() and not changed.all()
     assert (dropped[changed] == 1).all()  # a dropped token becomes <unk>, never another word
     assert (dropped[5:, 0] == 0).all()  # padding stays padding
     torch.manual_seed(2)
-    share = (model._word_dropout(torch.randint(2, VOCAB, (400, 50))) == 1).float().mean()
+    share = (word_dropout(torch.randint(2, VOCAB, (400, 50)), 0.3, training=True) == 1).float().mean()
     assert abs(share - 0.3) < 0.02
-    assert torch.equal(model.eval()._word_dropout(ids), ids)  # evaluation reads every word
-    assert torch.equal(build(word_dropout=0.0).train()._word_dropout(ids), ids)
+    assert torch.equal(word_dropout(ids, 0.3, training=False), ids)  # evaluation reads every word
+    assert torch.equal(word_dropout(ids, 0.0, training=True), ids)
 
 
 def test_explainable_only_for_one_direction_and_last_pooling():
@@ -97,7 +98,7 @@ def test_packed_inference_matches_one_text_at_a_time(pool, nonlinearity, layers,
     """Evaluation packs many texts into one run without padding; each answer is the text's own."""
     import numpy as np
 
-    from rnncli.batching import packed
+    from rnncli.batching import packed_batch
     from rnncli.tokenizer import Encoded
 
     model = build(pool=pool, nonlinearity=nonlinearity, layers=layers)
@@ -106,7 +107,7 @@ def test_packed_inference_matches_one_text_at_a_time(pool, nonlinearity, layers,
     lengths = np.array(lengths)
     enc = Encoded(ids=torch.randint(1, VOCAB, (int(lengths.sum()),), generator=g).numpy(),
                   starts=np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths=lengths, full_lengths=lengths)
-    order, ids, sizes = packed(enc, np.arange(len(lengths)))
+    order, ids, sizes = packed_batch(enc, np.arange(len(lengths)))
     assert sorted(order.tolist()) == list(range(len(lengths))) and sum(sizes) == lengths.sum()
     logits = model.packed_logits(ids, sizes)  # (texts, classes), longest first
     with torch.no_grad():

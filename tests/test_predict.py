@@ -193,15 +193,15 @@ def test_prediction_never_imports_the_data_stack(tiny_model):
 
 def test_a_few_texts_run_on_one_thread_and_the_setting_is_restored(clf, monkeypatch):
     """Waking torch's worker threads costs more than a few texts' arithmetic; a big input keeps them."""
-    import rnncli.evaluate
+    import rnncli.inference
 
-    real, seen = rnncli.evaluate.logits_of, []
+    real, seen = rnncli.inference.logits_of, []
 
     def spy(*args, **kw):
         seen.append(torch.get_num_threads())
         return real(*args, **kw)
 
-    monkeypatch.setattr(rnncli.evaluate, "logits_of", spy)
+    monkeypatch.setattr(rnncli.inference, "logits_of", spy)
     before = torch.get_num_threads()
     clf.predict(["a great film", "dull"])
     clf.predict(["a great film"] * 5000)  # 15,000 tokens

@@ -10,8 +10,8 @@ from test_data import write_csv, write_parquet
 from test_distributed import run_torchrun
 
 from rnncli import checkpoint
+from rnncli.builtin import generate
 from rnncli.config import DataConfig, resolve
-from rnncli.corpus import generate
 from rnncli.errors import RnncliError
 from rnncli.streaming import open_stream
 from rnncli.train import train

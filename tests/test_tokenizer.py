@@ -10,9 +10,9 @@ from conftest import TINY
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rnncli.builtin import generate
 from rnncli.checkpoint import load
 from rnncli.config import resolve
-from rnncli.corpus import generate
 from rnncli.tokenizer import PAD_ID, UNK_ID, encode, load_tokenizer, train_tokenizer
 from rnncli.train import train
 

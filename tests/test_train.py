@@ -185,7 +185,7 @@ def test_row_gradients_make_the_same_updates_as_dense_ones(clip):
     """Gradients(rows=True) only saves work: AdamW moves every weight as with the dense gradient."""
     from rnncli.config import ModelConfig
     from rnncli.model import RNNClassifier
-    from rnncli.train import Gradients
+    from rnncli.optimizer import Gradients
 
     cfg = ModelConfig(embed=11, hidden=13, layers=2)
     states = []
@@ -203,7 +203,7 @@ def test_row_gradients_make_the_same_updates_as_dense_ones(clip):
             loss.backward()
             gradients.clip(clip)
             optimizer.step()
-            gradients.release()
+            gradients.zero_rows()
             if rows:  # the buffer is zero again, ready for the next batch
                 assert not model.embedding.weight.grad.any()
         gradients.close()

@@ -335,7 +335,7 @@ def builtin_dataset(seed: int = 0, sizes: Sequence[int] = (8000, 1000, 1000)) ->
     No sentence occurs twice in the whole dict, so the splits are disjoint; each split's classes are
     balanced (they differ by at most one).
     """
-    import datasets  # lazy: keeps `import rnncli.corpus` cheap
+    import datasets  # lazy: keeps `import rnncli.builtin` cheap
 
     sizes = tuple(int(s) for s in sizes)
     if len(sizes) != len(SPLITS) or any(s < 0 for s in sizes):

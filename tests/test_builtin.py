@@ -1,4 +1,4 @@
-"""Tests for the built-in synthetic sentiment corpus (rnncli.corpus)."""
+"""Tests for the built-in synthetic sentiment corpus (rnncli.builtin)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from rnncli import corpus
-from rnncli.corpus import LABELS, _Clause, _compose, _label_of, builtin_dataset, generate
+from rnncli.builtin import LABELS, _Clause, _compose, _label_of, builtin_dataset, generate
 
 POLAR_WORDS = set(corpus._POLARITY)
 
@@ -234,7 +234,7 @@ def test_unigram_bag_of_words_falls_short(rows):
 def test_import_is_cheap_and_quiet():
     # Only what importing the corpus module itself adds counts (the package __init__ is not ours).
     code = (
-        "import sys, rnncli; before = set(sys.modules); import rnncli.corpus; "
+        "import sys, rnncli; before = set(sys.modules); import rnncli.builtin; "
         "bad = [m for m in ('datasets', 'typer', 'rich', 'torch') if m in set(sys.modules) - before]; "
         "print(','.join(bad))"
     )
