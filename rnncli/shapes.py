@@ -71,11 +71,27 @@ def describe(spec: ShapesSpec) -> dict:
     """Build the modules, run them once on random input and report every tensor's real shape."""
     spec.check()
     import torch
-    from torch import nn
-
-    from rnncli.model import RECURRENT, RNNClassifier
 
     torch.manual_seed(spec.seed)
+    rnn, tensors = _recurrent_layer(spec)
+    parameters = [{"name": name, "shape": _shape(p), "count": p.numel(),
+                   "note": _param_note(name, GATES[spec.cell])} for name, p in rnn.named_parameters()]
+    return {
+        "spec": {k: getattr(spec, k) for k in spec.__dataclass_fields__},
+        "module": repr(rnn),
+        "tensors": tensors,
+        "parameters": parameters,
+        "pipeline": _pipeline(spec),
+        "weight_sharing": _weight_sharing(spec, rnn),
+    }
+
+
+def _recurrent_layer(spec: ShapesSpec):
+    """The recurrent layer alone, run once: the module and its tensors' records."""
+    import torch
+
+    from rnncli.model import RECURRENT
+
     dirs = 2 if spec.bidirectional else 1
     seq_axis = "(batch, seq, " if spec.batch_first else "(seq, batch, "
     extra = {"nonlinearity": spec.nonlinearity} if spec.cell == "rnn" else {}
@@ -89,25 +105,27 @@ def describe(spec: ShapesSpec) -> dict:
     with torch.no_grad():
         out, state = rnn(x, state0)
     h_n, c_n = state if spec.cell == "lstm" else (state, None)
-
+    every_layer = "(layers x directions, batch, hidden)"
     tensors = [
         {"name": "x", "shape": _shape(x), "axes": seq_axis + "feature)", "note": "input, every step"},
         {"name": "x_t", "shape": _shape(x_t), "axes": "(batch, feature)", "note": "input at one step t"},
-        {"name": "h0", "shape": _shape(h0), "axes": "(layers x directions, batch, hidden)",
-         "note": "initial state, every layer"},
+        {"name": "h0", "shape": _shape(h0), "axes": every_layer, "note": "initial state, every layer"},
         {"name": "out", "shape": _shape(out), "axes": seq_axis + "hidden x directions)",
          "note": "top layer, every step"},
-        {"name": "h_n", "shape": _shape(h_n), "axes": "(layers x directions, batch, hidden)",
-         "note": "last step, every layer"},
+        {"name": "h_n", "shape": _shape(h_n), "axes": every_layer, "note": "last step, every layer"},
     ]
     if c_n is not None:
-        tensors.append({"name": "c_n", "shape": _shape(c_n), "axes": "(layers x directions, batch, hidden)",
+        tensors.append({"name": "c_n", "shape": _shape(c_n), "axes": every_layer,
                         "note": "LSTM cell state, last step, every layer"})
-    gates = GATES[spec.cell]
-    parameters = [{"name": name, "shape": _shape(p), "count": p.numel(),
-                   "note": _param_note(name, gates)} for name, p in rnn.named_parameters()]
+    return rnn, tensors
 
-    # The whole classifier, stage by stage, on token ids.
+
+def _pipeline(spec: ShapesSpec) -> list[dict]:
+    """The whole classifier, stage by stage, on token ids."""
+    import torch
+
+    from rnncli.model import RNNClassifier
+
     model = RNNClassifier(ModelConfig(cell=spec.cell, nonlinearity=spec.nonlinearity, layers=spec.layers,
                                       embed=spec.feature, hidden=spec.hidden,
                                       bidirectional=spec.bidirectional, dropout=0.0),
@@ -118,7 +136,7 @@ def describe(spec: ShapesSpec) -> dict:
         m_out, _ = model.rnn(emb)  # (seq, batch, hidden x dirs)
         pooled = model.pool(m_out)  # (batch, hidden x dirs)
         logits = model.head(pooled)  # (batch, classes)
-    pipeline = [
+    return [
         {"stage": "token ids", "shape": _shape(ids), "axes": "(seq, batch)", "parameters": 0},
         {"stage": "embedding", "shape": _shape(emb), "axes": "(seq, batch, embed)",
          "parameters": _count(model.embedding)},
@@ -129,26 +147,25 @@ def describe(spec: ShapesSpec) -> dict:
         {"stage": "logits", "shape": _shape(logits), "axes": "(batch, classes)", "parameters": _count(model.head)},
     ]
 
-    # A dense layer per word: the same stack, but its own weights at every step and no state passed on.
+
+def _weight_sharing(spec: ShapesSpec, rnn) -> dict:
+    """A dense layer per word: the same stack, but its own weights at every step and no state passed
+    on. Built on the meta device: only its parameter count is wanted."""
+    from torch import nn
+
+    dirs = 2 if spec.bidirectional else 1
     dense_per_step = nn.ModuleList(
         nn.Linear(spec.feature if layer == 0 else spec.hidden * dirs, spec.hidden, device="meta")
         for _ in range(spec.seq) for layer in range(spec.layers) for _ in range(dirs)
     )
     rnn_params, dense_params = _count(rnn), _count(dense_per_step)
     return {
-        "spec": {k: getattr(spec, k) for k in spec.__dataclass_fields__},
-        "module": repr(rnn),
-        "tensors": tensors,
-        "parameters": parameters,
-        "pipeline": pipeline,
-        "weight_sharing": {
-            "rnn_parameters": rnn_params,
-            "dense_per_step_parameters": dense_params,
-            "dense_per_step_layers": len(dense_per_step),
-            "ratio": dense_params / rnn_params,
-            "note": "the RNN reuses one W_ih, W_hh and bias at every step and carries h forward; "
-                    "dense layers per word need their own weights at each step and see no context",
-        },
+        "rnn_parameters": rnn_params,
+        "dense_per_step_parameters": dense_params,
+        "dense_per_step_layers": len(dense_per_step),
+        "ratio": dense_params / rnn_params,
+        "note": "the RNN reuses one W_ih, W_hh and bias at every step and carries h forward; "
+                "dense layers per word need their own weights at each step and see no context",
     }
 
 

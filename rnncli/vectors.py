@@ -96,12 +96,7 @@ def read_vectors(path: str | Path, vocab: dict[str, int], dim: int, skip: int = 
             fields = line.split()
             if not fields:
                 continue
-            file_dim = _header(fields) if number == 1 else None
-            if file_dim is None:
-                file_dim = len(fields) - 1
-            if file_dim != dim:
-                raise RnncliError(f"{path}: vectors have {file_dim} dimensions but --embed is {dim}; "
-                                  f"pass --embed {file_dim}")
+            file_dim = _dimension(path, fields, number, dim)
             if number == 1 and _header(fields) is not None:
                 continue
         row = vocab.get(word)
@@ -110,17 +105,10 @@ def read_vectors(path: str | Path, vocab: dict[str, int], dim: int, skip: int = 
             row = vocab.get(word.lower())
         if row is None or row < skip or exact[row] or (covered[row] and not own):
             continue
-        numbers = rest.split()
-        if len(numbers) > dim and not all(_is_number(x) for x in numbers[:-dim]):
-            continue  # a token holding spaces (GloVe 840B has a few): never a vocabulary word
-        if len(numbers) != dim:
-            raise RnncliError(f"{path}: line {number}: expected a word and {dim} numbers, "
-                              f"found {len(numbers)} numbers")
-        try:
-            values[row] = np.array(numbers, dtype=np.float32)
-        except ValueError:
-            raise RnncliError(f"{path}: line {number}: not a number among the values of "
-                              f"{word!r}") from None
+        parsed = _numbers(path, number, word, rest, dim)
+        if parsed is None:
+            continue
+        values[row] = parsed
         covered[row] = True
         exact[row] |= own
     if file_dim is None:
@@ -129,6 +117,30 @@ def read_vectors(path: str | Path, vocab: dict[str, int], dim: int, skip: int = 
     if not covered[: size - added].any():
         raise RnncliError(f"{path}: no word of the vocabulary ({words:,} words) has a vector in this file")
     return Vectors(values=values, covered=covered, words=words, added=added)
+
+
+def _dimension(path: Path, fields: list[str], number: int, dim: int) -> int:
+    """The file's dimension, from its first line (a header or a vector), which must be `dim`."""
+    file_dim = _header(fields) if number == 1 else None
+    if file_dim is None:
+        file_dim = len(fields) - 1
+    if file_dim != dim:
+        raise RnncliError(f"{path}: vectors have {file_dim} dimensions but --embed is {dim}; pass --embed {file_dim}")
+    return file_dim
+
+
+def _numbers(path: Path, number: int, word: str, rest: str, dim: int) -> np.ndarray | None:
+    """The `dim` numbers after a word, or None for a token that holds spaces (GloVe 840B has a
+    few), which is never a vocabulary word."""
+    numbers = rest.split()
+    if len(numbers) > dim and not all(_is_number(x) for x in numbers[:-dim]):
+        return None
+    if len(numbers) != dim:
+        raise RnncliError(f"{path}: line {number}: expected a word and {dim} numbers, found {len(numbers)} numbers")
+    try:
+        return np.array(numbers, dtype=np.float32)
+    except ValueError:
+        raise RnncliError(f"{path}: line {number}: not a number among the values of {word!r}") from None
 
 
 def init_embedding(embedding, vectors: Vectors) -> None:

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from rnncli import corpus
+from rnncli import builtin as corpus
 from rnncli.builtin import LABELS, _Clause, _compose, _label_of, builtin_dataset, generate
 
 POLAR_WORDS = set(corpus._POLARITY)
