@@ -155,9 +155,11 @@ def inspect(folder: str | Path) -> tuple[dict, Config]:
     return meta, config
 
 
-def load(folder: str | Path = "runs/latest", device: str = "cpu") -> Loaded:
-    """Rebuild a trained model from its folder. Reads safetensors and JSON only; never unpickles."""
-    meta, config = inspect(folder)
+def load(folder: str | Path = "runs/latest", device: str = "cpu", inspected: tuple[dict, Config] | None = None
+         ) -> Loaded:
+    """Rebuild a trained model from its folder. Reads safetensors and JSON only; never unpickles.
+    `inspected` is what `inspect(folder)` returned, when the caller checked the folder already."""
+    meta, config = inspected or inspect(folder)
     import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file

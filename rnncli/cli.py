@@ -137,6 +137,10 @@ def shapes(
     if as_json:
         typer.echo(json.dumps(report))
         return
+    _print_shapes(report)
+
+
+def _print_shapes(report: dict) -> None:
     t = Table(title=f"Recurrent layer: {report['module']}", title_justify="left")
     for col in ("tensor", "shape", "axes", "what it holds"):
         t.add_column(col)
@@ -168,7 +172,7 @@ def shapes(
 
 
 
-def _opt(name: str, *flags: str, **kw):
+def _config_option(name: str, *flags: str, **kw):
     """A train option whose help and default come from the config dataclasses (defaults written once)."""
     from rnncli.config import help_text
 
@@ -230,44 +234,44 @@ def train(
     *,
     config: Annotated[Path | None, typer.Option(help="A TOML run config ([data], [model], [train]); "
                                                        "flags given here override it.")] = None,
-    dataset: Annotated[str | None, _opt("dataset")] = None,
-    text_column: Annotated[str | None, _opt("text_column")] = None,
-    label_column: Annotated[str | None, _opt("label_column")] = None,
-    val_fraction: Annotated[float | None, _opt("val_fraction")] = None,
-    max_length: Annotated[int | None, _opt("max_length")] = None,
-    min_freq: Annotated[int | None, _opt("min_freq")] = None,
-    max_vocab: Annotated[int | None, _opt("max_vocab")] = None,
-    streaming: Annotated[bool | None, _opt("streaming", "--streaming/--no-streaming")] = None,
-    vocab_sample: Annotated[int | None, _opt("vocab_sample")] = None,
-    stream_buffer: Annotated[int | None, _opt("stream_buffer")] = None,
-    cell: Annotated[str | None, _opt("cell")] = None,
-    nonlinearity: Annotated[str | None, _opt("nonlinearity")] = None,
-    layers: Annotated[int | None, _opt("layers")] = None,
-    embed: Annotated[int | None, _opt("embed")] = None,
-    hidden: Annotated[int | None, _opt("hidden")] = None,
-    bidirectional: Annotated[bool | None, _opt("bidirectional", "--bidirectional/--no-bidirectional")] = None,
-    pool: Annotated[str | None, _opt("pool")] = None,
-    dropout: Annotated[float | None, _opt("dropout")] = None,
-    word_dropout: Annotated[float | None, _opt("word_dropout")] = None,
-    weight_init: Annotated[str | None, _opt("weight_init")] = None,
+    dataset: Annotated[str | None, _config_option("dataset")] = None,
+    text_column: Annotated[str | None, _config_option("text_column")] = None,
+    label_column: Annotated[str | None, _config_option("label_column")] = None,
+    val_fraction: Annotated[float | None, _config_option("val_fraction")] = None,
+    max_length: Annotated[int | None, _config_option("max_length")] = None,
+    min_freq: Annotated[int | None, _config_option("min_freq")] = None,
+    max_vocab: Annotated[int | None, _config_option("max_vocab")] = None,
+    streaming: Annotated[bool | None, _config_option("streaming", "--streaming/--no-streaming")] = None,
+    vocab_sample: Annotated[int | None, _config_option("vocab_sample")] = None,
+    stream_buffer: Annotated[int | None, _config_option("stream_buffer")] = None,
+    cell: Annotated[str | None, _config_option("cell")] = None,
+    nonlinearity: Annotated[str | None, _config_option("nonlinearity")] = None,
+    layers: Annotated[int | None, _config_option("layers")] = None,
+    embed: Annotated[int | None, _config_option("embed")] = None,
+    hidden: Annotated[int | None, _config_option("hidden")] = None,
+    bidirectional: Annotated[bool | None, _config_option("bidirectional", "--bidirectional/--no-bidirectional")] = None,
+    pool: Annotated[str | None, _config_option("pool")] = None,
+    dropout: Annotated[float | None, _config_option("dropout")] = None,
+    word_dropout: Annotated[float | None, _config_option("word_dropout")] = None,
+    weight_init: Annotated[str | None, _config_option("weight_init")] = None,
     init: Annotated[str | None, typer.Option("--init", hidden=True, help="Old spelling of --weight-init.")] = None,
-    vectors: Annotated[str | None, _opt("vectors")] = None,
-    vectors_vocab: Annotated[bool | None, _opt("vectors_vocab", "--vectors-vocab/--no-vectors-vocab")] = None,
-    freeze_vectors: Annotated[bool | None, _opt("freeze_vectors", "--freeze-vectors/--no-freeze-vectors")] = None,
-    init_from: Annotated[str | None, _opt("init_from")] = None,
-    epochs: Annotated[int | None, _opt("epochs")] = None,
-    batch_size: Annotated[int | None, _opt("batch_size")] = None,
-    lr: Annotated[float | None, _opt("lr")] = None,
-    lr_decay: Annotated[float | None, _opt("lr_decay")] = None,
-    weight_decay: Annotated[float | None, _opt("weight_decay")] = None,
-    clip: Annotated[float | None, _opt("clip")] = None,
-    seed: Annotated[int | None, _opt("seed")] = None,
-    patience: Annotated[int | None, _opt("patience")] = None,
-    label_smoothing: Annotated[float | None, _opt("label_smoothing")] = None,
-    class_weights: Annotated[str | None, _opt("class_weights")] = None,
-    device: Annotated[str | None, _opt("device")] = None,
-    precision: Annotated[str | None, _opt("precision")] = None,
-    out: Annotated[str | None, _opt("out")] = None,
+    vectors: Annotated[str | None, _config_option("vectors")] = None,
+    vectors_vocab: Annotated[bool | None, _config_option("vectors_vocab", "--vectors-vocab/--no-vectors-vocab")] = None,
+    freeze_vectors: Annotated[bool | None, _config_option("freeze_vectors", "--freeze-vectors/--no-freeze-vectors")] = None,
+    init_from: Annotated[str | None, _config_option("init_from")] = None,
+    epochs: Annotated[int | None, _config_option("epochs")] = None,
+    batch_size: Annotated[int | None, _config_option("batch_size")] = None,
+    lr: Annotated[float | None, _config_option("lr")] = None,
+    lr_decay: Annotated[float | None, _config_option("lr_decay")] = None,
+    weight_decay: Annotated[float | None, _config_option("weight_decay")] = None,
+    clip: Annotated[float | None, _config_option("clip")] = None,
+    seed: Annotated[int | None, _config_option("seed")] = None,
+    patience: Annotated[int | None, _config_option("patience")] = None,
+    label_smoothing: Annotated[float | None, _config_option("label_smoothing")] = None,
+    class_weights: Annotated[str | None, _config_option("class_weights")] = None,
+    device: Annotated[str | None, _config_option("device")] = None,
+    precision: Annotated[str | None, _config_option("precision")] = None,
+    out: Annotated[str | None, _config_option("out")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run in this model folder, "
                                                      "with its own config.")] = None,
 ):
@@ -303,21 +307,7 @@ def train(
         raise Interrupted(Interrupted.BEFORE_FIRST_EPOCH) from None
     finally:
         progress.close()
-    t = Table(title=f"Training: {run.stopped}", title_justify="left")
-    for col in ("epoch", "lr", "train loss", "val loss", "val acc", "macro-F1", "seconds", "tok/s"):
-        t.add_column(col, justify="right")
-    for r in run.history:
-        style = "bold green" if r.epoch == run.best_epoch else None
-        t.add_row(str(r.epoch), f"{r.lr:.3g}", f"{r.train_loss:.4f}", f"{r.loss:.4f}", f"{r.accuracy:.2%}", f"{r.macro_f1:.3f}",
-                  f"{r.seconds:.1f}", f"{r.tokens_per_second:,.0f}", style=style)
-    console.print(t)
-    if run.message and run.stopped != "interrupted":
-        console.print(f"[yellow]{run.stopped}:[/yellow] {run.message}")
-    if run.test is not None:
-        console.print(f"test accuracy {run.test.accuracy:.2%} (macro-F1 {run.test.macro_f1:.3f}) "
-                      f"on {run.test.examples:,} texts")
-    console.print(f"best model (epoch {run.best_epoch}, val acc {run.best_accuracy:.2%}) saved to "
-                  f"[bold]{run.out}[/bold]")
+    _print_run(run)
     if run.stopped == "interrupted":
         from rnncli.checkpoint import RESUME
 
@@ -327,6 +317,24 @@ def train(
         raise typer.Exit(128 + _stopped_by[0])
     if run.stopped == "diverged":
         raise typer.Exit(2)
+
+
+def _print_run(run) -> None:
+    t = Table(title=f"Training: {run.stopped}", title_justify="left")
+    for col in ("epoch", "lr", "train loss", "val loss", "val acc", "macro-F1", "seconds", "tok/s"):
+        t.add_column(col, justify="right")
+    for r in run.history:
+        style = "bold green" if r.epoch == run.best_epoch else None
+        t.add_row(str(r.epoch), f"{r.lr:.3g}", f"{r.train_loss:.4f}", f"{r.loss:.4f}", f"{r.accuracy:.2%}",
+                  f"{r.macro_f1:.3f}", f"{r.seconds:.1f}", f"{r.tokens_per_second:,.0f}", style=style)
+    console.print(t)
+    if run.message and run.stopped != "interrupted":
+        console.print(f"[yellow]{run.stopped}:[/yellow] {run.message}")
+    if run.test is not None:
+        console.print(f"test accuracy {run.test.accuracy:.2%} (macro-F1 {run.test.macro_f1:.3f}) "
+                      f"on {run.test.examples:,} texts")
+    console.print(f"best model (epoch {run.best_epoch}, val acc {run.best_accuracy:.2%}) saved to "
+                  f"[bold]{run.out}[/bold]")
 
 
 @app.command("eval")
@@ -345,14 +353,19 @@ def eval_(
     """Score a trained model: accuracy, macro-F1, per-class scores, confusion matrix, speed."""
     from rnncli.checkpoint import inspect
 
-    inspect(model)  # a broken or crafted folder fails in milliseconds, before torch is imported
+    checked = inspect(model)  # a broken or crafted folder fails in milliseconds, before torch is imported
     from rnncli.evaluate import evaluate_folder
 
-    ev = evaluate_folder(model, dataset=dataset, split=split, batch_size=batch_size, device=device)
-    m = ev.metrics
+    ev = evaluate_folder(model, dataset=dataset, split=split, batch_size=batch_size, device=device,
+                         inspected=checked)
     if as_json:
         typer.echo(json.dumps(ev.to_dict()))
         return
+    _print_evaluation(ev)
+
+
+def _print_evaluation(ev) -> None:
+    m = ev.metrics
     console.print(f"[bold]{ev.model}[/bold] on {ev.dataset} ({ev.split}, {m.examples:,} texts)")
     console.print(f"accuracy [bold]{m.accuracy:.2%}[/bold]  macro-F1 {m.macro_f1:.3f}  loss {m.loss:.4f}  "
                   f"{m.examples_per_second:,.0f} texts/s")
@@ -372,20 +385,6 @@ def eval_(
     for name, row in zip(m.labels, m.confusion):
         t.add_row(name, *(f"{v:,}" for v in row))
     console.print(t)
-
-
-def _read_texts(texts: list[str], file: Path | None) -> list[str]:
-    from rnncli import texts as inputs
-
-    if file is not None and texts:
-        raise RnncliError("give texts as arguments or --file, not both")
-    if file is not None:
-        return inputs.read_file(file)
-    if texts == ["-"]:
-        return inputs.read_stdin()
-    if not texts:
-        raise RnncliError("no text given: pass TEXT..., --file F, or - to read standard input")
-    return texts
 
 
 @app.command()
@@ -416,14 +415,15 @@ def predict(
     echo "a gorgeous, witty film" | rnncli predict -;
     rnncli predict --file reviews.txt --json
     """
-    lines = _read_texts(list(texts or []), file)
     from rnncli.checkpoint import inspect
+    from rnncli.texts import read_texts
 
-    inspect(model)  # a broken or crafted folder fails in milliseconds, before torch is imported
+    lines = read_texts(list(texts or []), file)
+    checked = inspect(model)  # a broken or crafted folder fails in milliseconds, before torch is imported
     from rnncli.predict import Classifier, check_threshold
 
     check_threshold(threshold)
-    clf = Classifier.load(model, device=device)
+    clf = Classifier.load(model, device=device, inspected=checked)
     if not lines:  # an empty file or standard input: no texts, no records
         return
     if explain:
@@ -431,13 +431,14 @@ def predict(
             _print_explanation(clf.explain(text), as_json)
         return
     preds = clf.predict(lines, batch_size=batch_size, threshold=threshold)
-    k = min(top_k or len(clf.labels), len(clf.labels))
     if as_json:
         for p in preds:
-            record = p.to_dict()
-            record["top"] = p.top(k) if top_k else None
-            typer.echo(jsonl(record))
+            typer.echo(jsonl(p.to_dict(top_k)))
         return
+    _print_predictions(preds, top_k)
+
+
+def _print_predictions(preds, top_k: int | None) -> None:
     t = Table()
     t.add_column("text", overflow="fold", ratio=3)
     t.add_column("label")
@@ -449,7 +450,7 @@ def predict(
             t.add_row(shown or "(blank line)", "[dim](empty text)[/dim]", "", "")
             continue
         if top_k:
-            ranked = p.top(k)
+            ranked = p.top(top_k)
             label, prob = "\n".join(n for n, _ in ranked), "\n".join(f"{v:.3f}" for _, v in ranked)
         else:
             label, prob = p.label, f"{p.score:.3f}"
@@ -459,9 +460,7 @@ def predict(
 
 def _print_explanation(ex, as_json: bool) -> None:
     if as_json:
-        record = {"text": ex.text, "tokens": ex.tokens, "labels": ex.labels}
-        record |= {"attention": ex.attention} if ex.attention else {"probabilities": ex.probabilities}
-        typer.echo(jsonl(record | {"label": ex.prediction.label, "score": ex.prediction.score}))
+        typer.echo(jsonl(ex.to_dict()))
         return
     if ex.attention:
         t = Table(title=f"Where the model looked: {ex.prediction.label} ({ex.prediction.score:.3f})",

@@ -31,7 +31,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 SEED_LIMIT = 2**32  # numpy's seeds are 0 <= seed < 2**32
 
 
-def _f(default: Any, help: str, **limits: Any) -> Any:
+def _option(default: Any, help: str, **limits: Any) -> Any:
     """A field with its help text and limits (min, max, choices) kept beside its default."""
     return field(default=default, metadata={"help": help, **limits})
 
@@ -42,73 +42,73 @@ RENAMED = {"init": ("model", "weight_init")}
 
 @dataclass
 class DataConfig:
-    dataset: str = _f("builtin", "Data: `builtin`, a hub id or alias (sst2, sst5, imdb, rotten_tomatoes), "
+    dataset: str = _option("builtin", "Data: `builtin`, a hub id or alias (sst2, sst5, imdb, rotten_tomatoes), "
                       "a local folder in hub layout, or one .parquet/.csv/.tsv/.json/.jsonl file.")
-    text_column: str = _f("", "Text column; empty: found by name (text, sentence, review, content).")
-    label_column: str = _f("", "Label column; empty: found by name (label, labels, sentiment).")
-    val_fraction: float = _f(0.1, "Share of train carved out (seeded, stratified) when there is no "
+    text_column: str = _option("", "Text column; empty: found by name (text, sentence, review, content).")
+    label_column: str = _option("", "Label column; empty: found by name (label, labels, sentiment).")
+    val_fraction: float = _option(0.1, "Share of train carved out (seeded, stratified) when there is no "
                              "validation split.", min=0.0, max=0.9, exclusive_min=True)
-    max_length: int = _f(256, "Tokens kept per text; longer texts are truncated.", min=1, max=100_000)
-    min_freq: int = _f(1, "Words seen fewer times in train become <unk>.", min=1, max=10**9)
-    max_vocab: int = _f(50000, "Largest vocabulary, special tokens included.", min=3, max=10_000_000)
-    streaming: bool = _f(False, "Read the training split as a stream (datasets IterableDataset), a buffer "
+    max_length: int = _option(256, "Tokens kept per text; longer texts are truncated.", min=1, max=100_000)
+    min_freq: int = _option(1, "Words seen fewer times in train become <unk>.", min=1, max=10**9)
+    max_vocab: int = _option(50000, "Largest vocabulary, special tokens included.", min=3, max=10_000_000)
+    streaming: bool = _option(False, "Read the training split as a stream (datasets IterableDataset), a buffer "
                          "at a time, for corpora larger than memory.")
-    vocab_sample: int = _f(100000, "With --streaming: the first rows read to build the vocabulary, fix the "
+    vocab_sample: int = _option(100000, "With --streaming: the first rows read to build the vocabulary, fix the "
                            "labels and carve validation when there is none.", min=1, max=10**9)
-    stream_buffer: int = _f(20000, "With --streaming: rows held at once, grouped by length and shuffled.",
+    stream_buffer: int = _option(20000, "With --streaming: rows held at once, grouped by length and shuffled.",
                            min=1, max=10**8)
 
 
 @dataclass
 class ModelConfig:
-    cell: str = _f("rnn", "Recurrent cell.", choices=CELLS)
-    nonlinearity: str = _f("tanh", "Activation of the plain rnn cell.", choices=NONLINEARITIES)
-    layers: int = _f(1, "Stacked recurrent layers.", min=1, max=64)
-    embed: int = _f(128, "Embedding size (the RNN's input feature size).", min=1, max=8192)
-    hidden: int = _f(128, "Hidden state size.", min=1, max=8192)
-    bidirectional: bool = _f(False, "Read each text both ways.")
-    pool: str = _f("last", "How the steps' outputs become one vector: the last valid step, the mean or max "
+    cell: str = _option("rnn", "Recurrent cell.", choices=CELLS)
+    nonlinearity: str = _option("tanh", "Activation of the plain rnn cell.", choices=NONLINEARITIES)
+    layers: int = _option(1, "Stacked recurrent layers.", min=1, max=64)
+    embed: int = _option(128, "Embedding size (the RNN's input feature size).", min=1, max=8192)
+    hidden: int = _option(128, "Hidden state size.", min=1, max=8192)
+    bidirectional: bool = _option(False, "Read each text both ways.")
+    pool: str = _option("last", "How the steps' outputs become one vector: the last valid step, the mean or max "
                    "over valid steps, or attn: a mean weighted by a score learned for each step's output.",
                    choices=POOLS)
-    dropout: float = _f(0.2, "Dropout on embeddings, between layers and before the head.", min=0.0, max=0.95)
-    word_dropout: float = _f(0.0, "While training, the chance that a token is read as <unk>: the model learns not "
+    dropout: float = _option(0.2, "Dropout on embeddings, between layers and before the head.", min=0.0, max=0.95)
+    word_dropout: float = _option(0.0, "While training, the chance that a token is read as <unk>: the model learns not "
                              "to lean on any one word and what <unk> means in context.", min=0.0, max=0.95)
-    weight_init: str = _f("orthogonal", "How the recurrent weights W_hh start: PyTorch's default, orthogonal, or "
+    weight_init: str = _option("orthogonal", "How the recurrent weights W_hh start: PyTorch's default, orthogonal, or "
                           "identity (Le et al. 2015, for relu rnn). Not --init-from, which starts from a "
                           "trained model.", choices=INITS)
-    vectors: str = _f("", "Pretrained word vectors (word2vec/GloVe text: `word v1 ... vD` per line, optional "
+    vectors: str = _option("", "Pretrained word vectors (word2vec/GloVe text: `word v1 ... vD` per line, optional "
                       "`N D` header) for the embedding rows of the words they cover; D must equal --embed. "
                       "Read once at the start of training: the model folder holds the weights.")
-    vectors_vocab: bool = _f(True, "Words of the vectors file that the training split lacks join the "
+    vectors_vocab: bool = _option(True, "Words of the vectors file that the training split lacks join the "
                              "vocabulary (up to --max-vocab, in file order) with their vectors, so that "
                              "they are not <unk> at validation and prediction.")
-    freeze_vectors: bool = _f(False, "Keep the embedding fixed during training (needs --vectors); "
+    freeze_vectors: bool = _option(False, "Keep the embedding fixed during training (needs --vectors); "
                               "otherwise the vectors are fine-tuned.")
-    init_from: str = _f("", "Start from a trained model folder (transfer, e.g. SST-2 to SST-5): its vocabulary, "
+    init_from: str = _option("", "Start from a trained model folder (transfer, e.g. SST-2 to SST-5): its vocabulary, "
                         "embedding and recurrent layers, which must have this run's cell and sizes; the head "
                         "starts anew for this data's labels.")
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = _f(5, "Passes over the training split.", min=1, max=100_000)
-    batch_size: int = _f(64, "Texts per batch.", min=1, max=1_000_000)
-    lr: float = _f(3e-3, "AdamW learning rate.", min=0.0, exclusive_min=True)
-    lr_decay: float = _f(1.0, "Each epoch's learning rate is the previous epoch's times this; 1 keeps it "
+    epochs: int = _option(5, "Passes over the training split.", min=1, max=100_000)
+    batch_size: int = _option(64, "Texts per batch.", min=1, max=1_000_000)
+    lr: float = _option(3e-3, "AdamW learning rate.", min=0.0, exclusive_min=True)
+    lr_decay: float = _option(1.0, "Each epoch's learning rate is the previous epoch's times this; 1 keeps it "
                          "constant.", min=0.0, max=1.0, exclusive_min=True)
-    weight_decay: float = _f(0.0, "AdamW weight decay.", min=0.0)
-    clip: float = _f(1.0, "Gradient norm clip; 0 turns it off.", min=0.0)
-    seed: int = _f(0, "Seed for weights, data order and splits.", min=0, max=SEED_LIMIT - 1)
-    patience: int = _f(3, "Stop after this many epochs without a better validation accuracy.", min=1,
+    weight_decay: float = _option(0.0, "AdamW weight decay.", min=0.0)
+    clip: float = _option(1.0, "Gradient norm clip; 0 turns it off.", min=0.0)
+    seed: int = _option(0, "Seed for weights, data order and splits.", min=0, max=SEED_LIMIT - 1)
+    patience: int = _option(3, "Stop after this many epochs without a better validation accuracy.", min=1,
                      max=100_000)
-    label_smoothing: float = _f(0.0, "Train towards (1 - this) on the true label and the rest spread over the "
+    label_smoothing: float = _option(0.0, "Train towards (1 - this) on the true label and the rest spread over the "
                                 "others, instead of all on the true label.", min=0.0, max=0.99)
-    class_weights: str = _f("none", "`auto` weighs the loss by inverse class frequency.", choices=CLASS_WEIGHTS)
-    device: str = _f("auto", "auto, cpu, cuda or cuda:N. Under torchrun, cuda means each process's "
+    class_weights: str = _option("none", "`auto` weighs the loss by inverse class frequency.", choices=CLASS_WEIGHTS)
+    device: str = _option("auto", "auto, cpu, cuda or cuda:N. Under torchrun, cuda means each process's "
                      "LOCAL_RANK GPU.")
-    precision: str = _f("fp32", "Training arithmetic: bf16 or fp16 autocast on CUDA (fp16 with loss "
+    precision: str = _option("fp32", "Training arithmetic: bf16 or fp16 autocast on CUDA (fp16 with loss "
                         "scaling); CPU trains in fp32.", choices=PRECISIONS)
-    out: str = _f("", "Model folder; empty: runs/<dataset>-<timestamp>.")
+    out: str = _option("", "Model folder; empty: runs/<dataset>-<timestamp>.")
 
 
 @dataclass

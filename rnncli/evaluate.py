@@ -37,12 +37,12 @@ def confusion_of(gold: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarr
     return confusion
 
 
-def scores(gold: np.ndarray, pred: np.ndarray, n_classes: int) -> dict:
+def scores_from_labels(gold: np.ndarray, pred: np.ndarray, n_classes: int) -> dict:
     """Accuracy, confusion and per-class precision/recall/F1; a class never predicted scores 0."""
-    return scores_of(confusion_of(gold, pred, n_classes))
+    return scores_from_confusion(confusion_of(gold, pred, n_classes))
 
 
-def scores_of(confusion: np.ndarray) -> dict:
+def scores_from_confusion(confusion: np.ndarray) -> dict:
     """The same scores from a confusion matrix, which sums across the shards of a split."""
     confusion = np.asarray(confusion, dtype=np.int64)
     tp = np.diag(confusion).astype(float)
@@ -79,7 +79,7 @@ def evaluate(model, enc: Encoded, gold: np.ndarray, labels: list[str], batch_siz
         confusion, loss_sum = summed[:-1].round().astype(np.int64).reshape(confusion.shape), float(summed[-1])
     seconds = time.perf_counter() - start
     loss = loss_sum / len(gold) if len(gold) else 0.0
-    s = scores_of(confusion)
+    s = scores_from_confusion(confusion)
     counts = np.bincount(gold, minlength=len(labels))
     return Metrics(
         labels=list(labels), examples=len(gold), accuracy=s["accuracy"], macro_f1=s["macro_f1"], loss=loss,
@@ -104,8 +104,9 @@ class Evaluation:
 
 
 def evaluate_folder(model_dir: str = "runs/latest", dataset: str | None = None, split: str | None = None,
-                    batch_size: int = 128, device: str = "cpu") -> Evaluation:
-    """Load a model folder and score it on a split of its own data set, or of another one."""
+                    batch_size: int = 128, device: str = "cpu", inspected=None) -> Evaluation:
+    """Load a model folder and score it on a split of its own data set, or of another one.
+    `inspected` is `checkpoint.inspect(model_dir)` when already done."""
     import dataclasses
 
     from rnncli.checkpoint import load
@@ -114,7 +115,7 @@ def evaluate_folder(model_dir: str = "runs/latest", dataset: str | None = None, 
     from rnncli.errors import RnncliError
     from rnncli.tokenizer import encode
 
-    loaded = load(model_dir, device=str(resolve_device(device)))
+    loaded = load(model_dir, device=str(resolve_device(device)), inspected=inspected)
     cfg = loaded.config
     source = loaded.meta.get("dataset", {}).get("source")
     dataset = dataset or source or cfg.data.dataset

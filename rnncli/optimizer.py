@@ -36,7 +36,7 @@ class RowAdamW(torch.optim.AdamW):
         self.rows: torch.Tensor | None = None  # (rows,) the ids the next step's batch used
         self._last = torch.zeros(embedding.shape[0], dtype=torch.long, device=embedding.device)  # step each row is at
         self._table = None  # (hyperparameters, drift, floor, q), see `_tables`
-        self._others: list[torch.Tensor] | None = None  # see `_direct`
+        self._others: list[torch.Tensor] | None = None  # see `_fusable_others`
 
     # ------------------------------------------------------------------ the embedding's state
     def _moments(self) -> dict:
@@ -47,7 +47,7 @@ class RowAdamW(torch.optim.AdamW):
             state["exp_avg_sq"] = torch.zeros_like(self.embedding, memory_format=torch.preserve_format)
         return state
 
-    def _hyper(self) -> tuple[float, float, float, float, float]:
+    def _hyperparameters(self) -> tuple[float, float, float, float, float]:
         group = self.param_groups[0]
         lr = float(group["lr"])
         beta1, beta2 = (float(b) for b in group["betas"])
@@ -84,7 +84,7 @@ class RowAdamW(torch.optim.AdamW):
         """Copies of `rows`' weights and moments (sorted unique ids, (rows, embed) each) brought
         through the zero-gradient steps from each row's last one to step `upto`."""
         state = self._moments()
-        hyper = _, beta1, beta2, _, decay = self._hyper()
+        hyper = _, beta1, beta2, _, decay = self._hyperparameters()
         drift, floor, q = self._tables(hyper, upto)
         take = lambda t: t.index_select(0, rows)
         last = take(self._last)  # (rows,) each row's last step
@@ -100,7 +100,7 @@ class RowAdamW(torch.optim.AdamW):
         v.mul_(torch.pow(beta2, skipped)[:, None])
         return p, m, v
 
-    def _put(self, rows: torch.Tensor, now: int, p: torch.Tensor, m: torch.Tensor, v: torch.Tensor) -> None:
+    def _write_rows(self, rows: torch.Tensor, now: int, p: torch.Tensor, m: torch.Tensor, v: torch.Tensor) -> None:
         """Write the rows' weights and moments back; they are at step `now`."""
         state = self._moments()
         self.embedding.index_copy_(0, rows, p)
@@ -117,7 +117,7 @@ class RowAdamW(torch.optim.AdamW):
                             eps=float(group["eps"]), maximize=False, grad_scale=None, found_inf=None)
 
     # ------------------------------------------------------------------ the optimizer
-    def _direct(self) -> list[torch.Tensor] | None:
+    def _fusable_others(self) -> list[torch.Tensor] | None:
         """The other parameters, when one fused kernel call can step them with the rows: a plain
         fused AdamW on the CPU whose state exists (a first step goes through torch's own)."""
         group = self.param_groups[0]
@@ -144,7 +144,7 @@ class RowAdamW(torch.optim.AdamW):
         loss, scale = None, None
         # one kernel call for every parameter and the rows skips torch.optim's per-step bookkeeping
         # (some 0.2 ms of a small model's 5 ms step); otherwise torch's AdamW steps the others first
-        others = self._direct() if closure is None else None
+        others = self._fusable_others() if closure is None else None
         if others is None:
             weight.grad = None  # torch's AdamW skips a parameter without a gradient
             try:
@@ -164,7 +164,7 @@ class RowAdamW(torch.optim.AdamW):
         steps = [s["step"] for s in states] + [state["step"].to(p.device, torch.float32)]  # the kernel's device
         self._fused([*others, p], [*(o.grad for o in others), g if scale is None else g / scale],
                     [*(s["exp_avg"] for s in states), m], [*(s["exp_avg_sq"] for s in states), v], steps)
-        self._put(rows, now, p, m, v)
+        self._write_rows(rows, now, p, m, v)
         return loss
 
     @torch.no_grad()
@@ -176,7 +176,7 @@ class RowAdamW(torch.optim.AdamW):
         now = int(state["step"])
         rows = torch.nonzero(self._last < now).flatten()  # (rows,)
         if len(rows):
-            self._put(rows, now, *self._catch_up(rows, now))
+            self._write_rows(rows, now, *self._catch_up(rows, now))
 
     def state_dict(self):
         self.flush()

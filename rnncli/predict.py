@@ -38,8 +38,9 @@ class Prediction:
     truncated: bool = False
     empty: bool = False
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def to_dict(self, top_k: int | None = None) -> dict:
+        """The record `predict --json` prints; `top` holds the `top_k` likeliest labels when asked."""
+        return asdict(self) | {"top": self.top(top_k) if top_k else None}
 
     def top(self, k: int) -> list[tuple[str, float]]:
         """The k likeliest labels with their probabilities, likeliest first."""
@@ -55,6 +56,13 @@ class Explanation:
     prediction: Prediction
     attention: list[float] = field(default_factory=list)  # one weight per token, summing to 1 (`attn` pooling)
 
+    def to_dict(self) -> dict:
+        """The record `predict --explain --json` prints: the attention weights or the probabilities
+        after each prefix, whichever the model gives, and the prediction's label and score."""
+        record = {"text": self.text, "tokens": self.tokens, "labels": self.labels}
+        record |= {"attention": self.attention} if self.attention else {"probabilities": self.probabilities}
+        return record | {"label": self.prediction.label, "score": self.prediction.score}
+
 
 class Classifier:
     def __init__(self, loaded: Loaded):
@@ -66,10 +74,11 @@ class Classifier:
         self.device = next(self.model.parameters()).device
 
     @classmethod
-    def load(cls, path: str | Path = "runs/latest", device: str = "cpu") -> Classifier:
+    def load(cls, path: str | Path = "runs/latest", device: str = "cpu", inspected=None) -> Classifier:
+        """The model in folder `path`; `inspected` is `checkpoint.inspect(path)` when already done."""
         from rnncli.device import resolve_device
 
-        return cls(load(path, device=str(resolve_device(device))))
+        return cls(load(path, device=str(resolve_device(device)), inspected=inspected))
 
     def _encode(self, texts: list[str]) -> tuple[Encoded, np.ndarray]:
         from rnncli.tokenizer import encode

@@ -41,3 +41,16 @@ def read_stdin() -> list[str]:
     import sys
 
     return split_lines(sys.stdin.buffer.read(), "standard input")
+
+
+def read_texts(texts: list[str], file: str | Path | None = None) -> list[str]:
+    """The texts a command was given: as arguments, from `file`, or from standard input for `-`."""
+    if file is not None and texts:
+        raise RnncliError("give texts as arguments or --file, not both")
+    if file is not None:
+        return read_file(file)
+    if texts == ["-"]:
+        return read_stdin()
+    if not texts:
+        raise RnncliError("no text given: pass TEXT..., --file F, or - to read standard input")
+    return list(texts)

@@ -208,21 +208,21 @@ def mixed_precision(precision: str, device):
 
 def prepare_data(config: Config, resumed: checkpoint.RunFolder | None, source) -> Data:
     """Read the data, check it can train a classifier, fix the vocabulary and encode every split."""
-    dc = config.data
-    corpus = open_stream(dc, seed=config.train.seed) if dc.streaming else load_corpus(dc, seed=config.train.seed)
+    data_cfg = config.data
+    corpus = open_stream(data_cfg, seed=config.train.seed) if data_cfg.streaming else load_corpus(data_cfg, seed=config.train.seed)
     present = np.unique(corpus.train.labels)
     if len(present) < 2:
         only = corpus.labels[int(present[0])]
-        raise RnncliError(f"{dc.dataset}: the train split holds a single class ({only!r}); "
+        raise RnncliError(f"{data_cfg.dataset}: the train split holds a single class ({only!r}); "
                           "a classifier needs at least two")
     if len(corpus.splits["validation"]) == 0:
-        raise RnncliError(f"{dc.dataset}: the validation split is empty")
+        raise RnncliError(f"{data_cfg.dataset}: the validation split is empty")
     tokenizer, added = vocabulary(config, corpus.train.texts, resumed, source)
-    train_ids = encode(tokenizer, corpus.train.texts, dc.max_length)
-    splits = {name: encode(tokenizer, split.texts, dc.max_length)
+    train_ids = encode(tokenizer, corpus.train.texts, data_cfg.max_length)
+    splits = {name: encode(tokenizer, split.texts, data_cfg.max_length)
               for name, split in corpus.splits.items() if name != "train"}
-    report = data_report(corpus, train_ids, splits["validation"], tokenizer.get_vocab_size(), dc.max_length)
-    data = Data(corpus, tokenizer, None if dc.streaming else train_ids, splits, report)
+    report = data_report(corpus, train_ids, splits["validation"], tokenizer.get_vocab_size(), data_cfg.max_length)
+    data = Data(corpus, tokenizer, None if data_cfg.streaming else train_ids, splits, report)
     if resumed is None and config.model.vectors:  # on --resume the weights come from the checkpoint
         data.vectors = read_vectors(config.model.vectors, tokenizer.get_vocab(), config.model.embed, added=added)
         report.notes.append(vectors_note(config.model.vectors, data.vectors, config.model.freeze_vectors))
@@ -262,7 +262,7 @@ class Learner:
     """The model and what steps it: DDP, AdamW, the gradients' zeroing and clipping, the loss."""
 
     def __init__(self, model: RNNClassifier, config: Config, corpus, setup: Setup):
-        tc, dist = config.train, setup.dist
+        train_cfg, dist = config.train, setup.dist
         self.model, self.step_model, self.config, self.setup = model, model, config, setup
         if dist.active:
             from torch.nn.parallel import DistributedDataParallel
@@ -270,20 +270,20 @@ class Learner:
             # DDP copies the main process's weights to the others now and averages gradients after each backward
             self.step_model = DistributedDataParallel(
                 model, device_ids=[setup.device.index] if setup.device.type == "cuda" else None)
-            torch.manual_seed(tc.seed + 1_000_003 * (dist.rank + 1))  # each process its own dropout masks
+            torch.manual_seed(train_cfg.seed + 1_000_003 * (dist.rank + 1))  # each process its own dropout masks
         rows = not dist.active
         self.optimizer = make_optimizer(model, config, rows=rows)
         self.gradients = Gradients(model, rows=rows, optimizer=self.optimizer)
         self.loss_fn = torch.nn.CrossEntropyLoss(weight=class_weights(config, corpus, setup.device),
-                                                 label_smoothing=tc.label_smoothing)
+                                                 label_smoothing=train_cfg.label_smoothing)
 
     def set_epoch(self, epoch: int) -> None:
         """Training mode and the epoch's learning rate; set between epochs, when RowAdamW has
         brought every row up to date at the old rate."""
         self.model.train()
-        tc = self.config.train
+        train_cfg = self.config.train
         for group in self.optimizer.param_groups:
-            group["lr"] = tc.lr * tc.lr_decay ** (epoch - 1)
+            group["lr"] = train_cfg.lr * train_cfg.lr_decay ** (epoch - 1)
 
     @property
     def lr(self) -> float:
@@ -322,11 +322,11 @@ def class_weights(config: Config, corpus, device) -> torch.Tensor | None:
 
 def batch_source(config: Config, data: Data, dist: ddp.Dist) -> SplitBatches | StreamBatches:
     """The training batches: from the split in memory, or from the stream a buffer at a time."""
-    dc, tc = config.data, config.train
-    if dc.streaming:
-        return StreamBatches(data.corpus, data.tokenizer, dc.stream_buffer, dc.max_length, tc.batch_size,
-                             tc.seed, part=dist.rank, parts=dist.world)
-    return SplitBatches(data.train, data.corpus.train.labels, tc.batch_size, part=dist.rank, parts=dist.world)
+    data_cfg, train_cfg = config.data, config.train
+    if data_cfg.streaming:
+        return StreamBatches(data.corpus, data.tokenizer, data_cfg.stream_buffer, data_cfg.max_length, train_cfg.batch_size,
+                             train_cfg.seed, part=dist.rank, parts=dist.world)
+    return SplitBatches(data.train, data.corpus.train.labels, train_cfg.batch_size, part=dist.rank, parts=dist.world)
 
 
 @dataclass
@@ -373,19 +373,19 @@ class Fit:
 
     def epochs(self) -> None:
         """Train until the last epoch, early stopping, divergence or an interrupt."""
-        run, tc = self.run, self.config.train
+        run, train_cfg = self.run, self.config.train
         epoch = self.first_epoch
         try:
-            for epoch in range(self.first_epoch, tc.epochs + 1):
+            for epoch in range(self.first_epoch, train_cfg.epochs + 1):
                 done = self.one_pass(epoch)
                 if done.exploded is not None:
                     run.stopped = "diverged"
                     run.message = (f"the loss exploded to {done.exploded:.4g} in epoch {epoch}; training "
-                                   f"stopped (try a lower --lr than {tc.lr:g} or a smaller --clip)")
+                                   f"stopped (try a lower --lr than {train_cfg.lr:g} or a smaller --clip)")
                     break
                 if self.end_of_epoch(epoch, done):
                     run.stopped = "early stop"
-                    run.message = f"no better validation accuracy for {tc.patience} epochs"
+                    run.message = f"no better validation accuracy for {train_cfg.patience} epochs"
                     break
         except KeyboardInterrupt:
             run.stopped = "interrupted"

@@ -9,7 +9,7 @@ import torch
 
 from rnncli import checkpoint
 from rnncli.config import ModelConfig
-from rnncli.evaluate import Metrics, evaluate, evaluate_folder, scores
+from rnncli.evaluate import Metrics, evaluate, evaluate_folder, scores_from_labels
 from rnncli.inference import logits_of
 from rnncli.model import RNNClassifier
 from rnncli.tokenizer import Encoded
@@ -18,7 +18,7 @@ from rnncli.tokenizer import Encoded
 def test_scores_with_a_class_never_predicted():
     gold = np.array([0, 0, 1, 1, 2, 2])
     pred = np.array([0, 1, 1, 1, 0, 0])  # class 2 is never predicted
-    s = scores(gold, pred, 3)
+    s = scores_from_labels(gold, pred, 3)
     assert s["confusion"].tolist() == [[1, 1, 0], [0, 2, 0], [2, 0, 0]]
     assert s["accuracy"] == pytest.approx(3 / 6)
     assert s["precision"].tolist() == pytest.approx([1 / 3, 2 / 3, 0.0])
@@ -31,9 +31,9 @@ def test_scores_with_a_class_never_predicted():
 
 def test_scores_perfect_and_all_wrong():
     gold = np.array([0, 1, 1, 0, 1])
-    perfect = scores(gold, gold, 2)
+    perfect = scores_from_labels(gold, gold, 2)
     assert perfect["accuracy"] == 1.0 and perfect["macro_f1"] == 1.0
-    wrong = scores(gold, 1 - gold, 2)
+    wrong = scores_from_labels(gold, 1 - gold, 2)
     assert wrong["accuracy"] == 0.0 and wrong["macro_f1"] == 0.0
     assert wrong["confusion"].tolist() == [[0, 2], [3, 0]]
 
@@ -41,7 +41,7 @@ def test_scores_perfect_and_all_wrong():
 def test_macro_f1_averages_the_classes_the_split_holds():
     gold = np.array([0, 0, 1, 1])
     pred = np.array([0, 2, 1, 1])  # class 2 is predicted once but never true
-    s = scores(gold, pred, 3)
+    s = scores_from_labels(gold, pred, 3)
     assert s["f1"].tolist() == pytest.approx([2 / 3, 1.0, 0.0])
     assert s["macro_f1"] == pytest.approx((2 / 3 + 1.0) / 2)
 

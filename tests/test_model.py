@@ -95,7 +95,8 @@ def test_explainable_only_for_one_direction_and_last_pooling():
     seed=st.integers(0, 10_000),
 )
 def test_packed_inference_matches_one_text_at_a_time(pool, nonlinearity, layers, lengths, seed):
-    """Evaluation packs many texts into one run without padding; each answer is the text's own."""
+    """Evaluation packs many texts into one run without padding, and pools them with its own code
+    for every mode; each answer is the text's own, as the padded batch's pooling gives it too."""
     import numpy as np
 
     from rnncli.batching import packed_batch
@@ -110,10 +111,15 @@ def test_packed_inference_matches_one_text_at_a_time(pool, nonlinearity, layers,
     order, ids, sizes = packed_batch(enc, np.arange(len(lengths)))
     assert sorted(order.tolist()) == list(range(len(lengths))) and sum(sizes) == lengths.sum()
     logits = model.packed_logits(ids, sizes)  # (texts, classes), longest first
+    padded = torch.zeros(int(lengths.max()), len(lengths), dtype=torch.long)  # (seq, batch), 0 = <pad>
+    for i in range(len(lengths)):
+        padded[: lengths[i], i] = torch.from_numpy(enc.text(i))
     with torch.no_grad():
+        together = model(padded, torch.from_numpy(lengths))  # (batch, classes): the padded pooling
         for row, i in enumerate(order):
             alone = model(torch.from_numpy(enc.text(i))[:, None])  # (1, classes)
             torch.testing.assert_close(logits[row], alone[0], atol=1e-5, rtol=0)
+            torch.testing.assert_close(together[i], alone[0], atol=1e-5, rtol=0)
 
 
 def test_every_worker_thread_flushes_denormals():
