@@ -209,7 +209,8 @@ def mixed_precision(precision: str, device):
 def prepare_data(config: Config, resumed: checkpoint.RunFolder | None, source) -> Data:
     """Read the data, check it can train a classifier, fix the vocabulary and encode every split."""
     data_cfg = config.data
-    corpus = open_stream(data_cfg, seed=config.train.seed) if data_cfg.streaming else load_corpus(data_cfg, seed=config.train.seed)
+    read = open_stream if data_cfg.streaming else load_corpus
+    corpus = read(data_cfg, seed=config.train.seed)
     present = np.unique(corpus.train.labels)
     if len(present) < 2:
         only = corpus.labels[int(present[0])]
@@ -324,9 +325,10 @@ def batch_source(config: Config, data: Data, dist: ddp.Dist) -> SplitBatches | S
     """The training batches: from the split in memory, or from the stream a buffer at a time."""
     data_cfg, train_cfg = config.data, config.train
     if data_cfg.streaming:
-        return StreamBatches(data.corpus, data.tokenizer, data_cfg.stream_buffer, data_cfg.max_length, train_cfg.batch_size,
-                             train_cfg.seed, part=dist.rank, parts=dist.world)
-    return SplitBatches(data.train, data.corpus.train.labels, train_cfg.batch_size, part=dist.rank, parts=dist.world)
+        return StreamBatches(data.corpus, data.tokenizer, data_cfg.stream_buffer, data_cfg.max_length,
+                             train_cfg.batch_size, train_cfg.seed, part=dist.rank, parts=dist.world)
+    return SplitBatches(data.train, data.corpus.train.labels, train_cfg.batch_size, part=dist.rank,
+                        parts=dist.world)
 
 
 @dataclass
@@ -454,7 +456,8 @@ class Fit:
         if self.best_state is None:
             if run.stopped == "interrupted":
                 raise Interrupted(Interrupted.BEFORE_FIRST_EPOCH)
-            raise RnncliError(f"no model was saved: {run.message or 'training stopped before the first epoch ended'}")
+            why = run.message or "training stopped before the first epoch ended"
+            raise RnncliError(f"no model was saved: {why}")
         if run.stopped != "interrupted":
             self.folder.finish()
         model.load_state_dict(self.best_state)
