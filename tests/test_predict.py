@@ -1,5 +1,6 @@
 """Classifier.predict: one record per text, in order, whatever the text; explain reads the RNN step by step."""
 
+import json
 import math
 import os
 import subprocess
@@ -107,6 +108,20 @@ def test_explain_follows_the_tokens_and_ends_at_the_prediction(clf):
     predicted = clf.predict([text])[0].probabilities
     torch.testing.assert_close(torch.tensor(ex.probabilities[-1]), torch.tensor(list(predicted.values())),
                                atol=1e-5, rtol=0)
+
+
+def test_records_are_what_predict_json_prints(clf):
+    """The records the CLI prints come from the library: a Python API user gets the same dicts."""
+    p = clf.predict(["a great film"])[0]
+    record = p.to_dict(top_k=1)
+    assert record["label"] == p.label and record["top"] == [(p.label, p.score)]
+    assert p.to_dict()["top"] is None  # no ranking asked for
+    ex = clf.explain("the plot is awful , but the cast is great !")
+    shown = ex.to_dict()
+    assert shown["tokens"] == ex.tokens and shown["probabilities"] == ex.probabilities
+    assert "attention" not in shown  # a last-step model has an answer after each prefix instead
+    assert (shown["label"], shown["score"]) == (ex.prediction.label, ex.prediction.score)
+    json.dumps(shown), json.dumps(record)  # plain types only
 
 
 def test_explain_is_cut_at_max_length(clf):
