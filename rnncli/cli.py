@@ -286,15 +286,7 @@ def train(
     torchrun --nproc_per_node 2 -m rnncli train ... (data-parallel, one folder written)
     """
     flags = {k: v for k, v in locals().items() if k not in ("config", "resume", "init")}
-    if init is not None:
-        if weight_init is not None:
-            raise RnncliError("--init is the old spelling of --weight-init: give one of them")
-        flags["weight_init"] = init
-    from rnncli.config import resolve
-
-    if resume is not None and (config is not None or any(v is not None for v in flags.values())):
-        raise RnncliError("--resume continues with the folder's own config; give no other options")
-    resolved = None if resume is not None else resolve(config, flags)
+    resolved = _train_config(config, flags, init, resume)
     signal.signal(signal.SIGTERM, _terminate)  # SIGTERM stops like Ctrl-C: the best model so far stays
     progress = RichProgress()
     try:
@@ -309,6 +301,27 @@ def train(
     finally:
         progress.close()
     _print_run(run)
+    _exit_as_stopped(run)
+
+
+def _train_config(config: Path | None, flags: dict, init: str | None, resume: Path | None):
+    """The run's config from the TOML file and the flags; None with --resume, which takes the folder's."""
+    if init is not None:
+        if flags["weight_init"] is not None:
+            raise RnncliError("--init is the old spelling of --weight-init: give one of them")
+        flags["weight_init"] = init
+    if resume is not None:
+        if config is not None or any(v is not None for v in flags.values()):
+            raise RnncliError("--resume continues with the folder's own config; give no other options")
+        return None
+    from rnncli.config import resolve
+
+    return resolve(config, flags)
+
+
+def _exit_as_stopped(run) -> None:
+    """An interrupted run says where its best model is and how to resume, and exits as the signal
+    asks; a diverged one exits with 2."""
     if run.stopped == "interrupted":
         from rnncli.checkpoint import RESUME
 
