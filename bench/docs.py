@@ -43,8 +43,8 @@ def commit() -> str:
 
 
 def command_line(argv: list[str] | None = None) -> str:
-    """The command as it was typed, with the script's path relative to the repository."""
-    argv = list(sys.argv if argv is None else argv)
+    """The command as it was typed (less --write-docs), with the script's path relative to the repository."""
+    argv = [arg for arg in (sys.argv if argv is None else argv) if arg != "--write-docs"]
     script = Path(argv[0]).resolve()
     if script.is_relative_to(ROOT):
         argv[0] = str(script.relative_to(ROOT))

@@ -67,7 +67,7 @@ def test_write_section_on_a_file(tmp_path):
 
 
 def test_command_line_names_the_script_from_the_repository():
-    assert docs.command_line([str(ROOT / "bench" / "speed.py"), "--rounds", "1"]) == \
+    assert docs.command_line([str(ROOT / "bench" / "speed.py"), "--rounds", "1", "--write-docs"]) == \
         "python bench/speed.py --rounds 1"
 
 
