@@ -39,7 +39,7 @@ def commit() -> str:
         head = git("rev-parse", "--short", "HEAD")
         return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown commit"
+        return "unknown"
 
 
 def command_line(argv: list[str] | None = None) -> str:

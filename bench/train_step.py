@@ -20,9 +20,10 @@ import statistics
 import time
 from pathlib import Path
 
-import docs  # bench/docs.py, beside this script
 import numpy as np
 import torch
+
+import docs  # bench/docs.py, beside this script
 
 from rnncli import recurrence
 from rnncli.batching import LengthBuckets
