@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Accuracy of the shipped configs on real data, next to the peers run in the same invocation.
 
-    pip install -e ".[bench]" && python bench/accuracy.py [--data ../shared/data] [--quick]
+    pip install -e ".[bench]" && python bench/accuracy.py [--data ../shared/data] [--quick] [--write-docs]
 
 For each data set it writes the exact splits rnncli trains on (IMDB: validation carved from train,
 seeded, as `rnncli train` does) to a temporary folder, trains each config listed below on it, and
 runs `../shared/bench/peers.py` (fastText, TF-IDF + logistic regression) on the same files.
 `--quick` caps every config at 2 epochs and 400 tokens a text, and IMDB at 5,000 reviews.
+`--write-docs` also writes the table into its section of docs/results.md (a `--quick` table into
+a section of its own).
 Configs that need word vectors get bench/vectors.py's file, built on first use (about 4.5 minutes)
 and kept in bench/vectors/.
 """
@@ -21,6 +23,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import docs  # bench/docs.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 VECTORS_DIM = 100
@@ -81,6 +85,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--peers", type=Path, default=ROOT.parent / "shared" / "bench" / "peers.py")
     ap.add_argument("--quick", action="store_true", help="2 epochs and 400 tokens at most, IMDB cut to 5,000 reviews")
+    docs.add_option(ap)
     a = ap.parse_args()
 
     from rnncli.config import resolve
@@ -126,13 +131,17 @@ def main() -> None:
                 table.append((name, "peer: " + peer, "", "", "", seconds, acc, float("nan")))
 
     header = ("data", "config", "cell", "act/init/pool", "best/epochs", "train s", "val acc", "macro-F1")
-    print(f"bench/accuracy.py{' --quick' if a.quick else ''}: validation split of each data set")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "|".join("---" for _ in header) + "|")
+    section = f"bench/accuracy.py{' --quick' if a.quick else ''}"
+    lines = [f"{section}: validation split of each data set",
+             "| " + " | ".join(header) + " |",
+             "|" + "|".join("---" for _ in header) + "|"]
     for row in sorted(table, key=lambda r: r[0]):
         name, cfg, cell, how, epochs, secs, acc, f1 = row
-        print(f"| {name} | {cfg} | {cell} | {how} | {epochs} | {secs:.1f} | {acc:.4f} | "
-              f"{'' if math.isnan(f1) else f'{f1:.4f}'} |")
+        lines.append(f"| {name} | {cfg} | {cell} | {how} | {epochs} | {secs:.1f} | {acc:.4f} | "
+                     f"{'' if math.isnan(f1) else f'{f1:.4f}'} |")
+    print("\n".join(lines))
+    if a.write_docs:
+        docs.write_section(section, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Word order matters in the built-in corpus: a bag of words against the default RNN, same splits.
 
-    pip install -e ".[bench]" && python bench/builtin_bow.py [--seeds 0 1 2]
+    pip install -e ".[bench]" && python bench/builtin_bow.py [--seeds 0 1 2] [--write-docs]
 
 Trains TF-IDF + logistic regression (unigrams, and unigrams + bigrams) and `rnncli train` with its
 defaults on `builtin`, and prints test accuracy for each. Negation and "but"/"although" make the
-label depend on the order of the words, which a bag of unigrams cannot see.
+label depend on the order of the words, which a bag of unigrams cannot see. `--write-docs` also
+writes the table into its section of docs/results.md.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+
+import docs  # bench/docs.py, beside this script
 
 
 def bag_of_words(train, test, ngrams: tuple[int, int]) -> float:
@@ -29,6 +32,7 @@ def bag_of_words(train, test, ngrams: tuple[int, int]) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds for the RNN")
+    docs.add_option(ap)
     a = ap.parse_args()
 
     import numpy as np
@@ -51,11 +55,14 @@ def main() -> None:
             accs.append(run.test.accuracy)
     spread = f" (min {min(accs):.4f}, max {max(accs):.4f}, {len(accs)} seeds)" if len(accs) > 1 else ""
     rows.append((f"rnncli default RNN{spread}", statistics.mean(accs), statistics.mean(seconds)))
-    print("built-in corpus, test split (1,000 sentences)")
-    print(f"| {'model':<70} | test accuracy | train s |")
-    print(f"|{'-' * 72}|---------------|---------|")
+    lines = ["built-in corpus, test split (1,000 sentences)",
+             f"| {'model':<70} | test accuracy | train s |",
+             f"|{'-' * 72}|---------------|---------|"]
     for name, acc, secs in rows:
-        print(f"| {name:<70} | {acc:>13.4f} | {'' if secs is None else f'{secs:.1f}':>7} |")
+        lines.append(f"| {name:<70} | {acc:>13.4f} | {'' if secs is None else f'{secs:.1f}':>7} |")
+    print("\n".join(lines))
+    if a.write_docs:
+        docs.write_section("bench/builtin_bow.py", "\n".join(lines))
 
 
 if __name__ == "__main__":

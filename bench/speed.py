@@ -3,6 +3,7 @@
 
     python bench/speed.py [--data ../shared/data] [--baseline ../shared/bench/naive_rnn.py]
                           [--imdb-rows 5000] [--epochs 1] [--rounds 5] [--imdb-rounds 2] [--repeat 9]
+                          [--write-docs]
 
 Both sides train the same model (cell rnn, 2 layers, hidden 128, embed 128) for the same epochs on
 the same rows; IMDB is cut to a seeded sample of --imdb-rows reviews (both sides read the same file,
@@ -11,7 +12,8 @@ the same rows; IMDB is cut to a seeded sample of --imdb-rows reviews (both sides
 the median of the rounds' ratios, each printed below it), as these shared machines have slow spells
 and rnncli's SST-2 epoch lasts only some seconds. Prints one table: training tokens/s and seconds
 per epoch, their ratio, peak RSS of training, evaluation sentences/s (median of 3), and the wall
-time of `rnncli predict` and `rnncli --help` against `python -c "import torch"`.
+time of `rnncli predict` and `rnncli --help` against `python -c "import torch"`. `--write-docs`
+also writes it into its section of docs/results.md.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import docs  # bench/docs.py, beside this script
 
 MODEL = ["--cell", "rnn", "--layers", "2", "--hidden", "128", "--embed", "128"]
 SAME_AS_BASELINE = ["--nonlinearity", "tanh", "--weight-init", "default"]  # nn.RNN's own defaults, as naive_rnn.py
@@ -107,6 +111,7 @@ def main() -> None:
                     help="SST-2 training runs per side, in turns; the ratio is the median of the rounds' ratios")
     ap.add_argument("--imdb-rounds", type=int, default=2, help="the same for IMDB (its epochs are longer)")
     ap.add_argument("--repeat", type=int, default=9, help="runs per start-up timing (median)")
+    docs.add_option(ap)
     a = ap.parse_args()
 
     import os
@@ -162,20 +167,24 @@ def main() -> None:
                      "<= 1.3x", predict_s / torch_s <= 1.3))
         rows.append(("`rnncli --help` wall s", "", f"{help_s:.2f}", "", "< 0.5 s", help_s < 0.5))
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads; epochs {a.epochs}; "
-          f"rounds {a.rounds} (SST-2), {a.imdb_rounds} (IMDB); model: {' '.join(MODEL)}")
+    machine = (f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+               f"torch {torch.__version__}, {torch.get_num_threads()} threads; epochs {a.epochs}; "
+               f"rounds {a.rounds} (SST-2), {a.imdb_rounds} (IMDB); model: {' '.join(MODEL)}")
+    lines = [machine]
     header = ("measure", "baseline", "rnncli", "ratio", "target", "met")
     table = [header] + [(m, b, r, x, t, "" if ok is None else ("yes" if ok else "NO")) for m, b, r, x, t, ok in rows]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
     for i, row in enumerate(table):
-        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |")
+        lines.append("| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |")
         if i == 0:
-            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for name, ratios in spread.items():
-        print(f"{name} training tokens/s ratio by round: {', '.join(f'{r:.1f}x' for r in ratios)}")
+        lines.append(f"{name} training tokens/s ratio by round: {', '.join(f'{r:.1f}x' for r in ratios)}")
     missed = [r[0] for r in rows if r[5] is False]
-    print("all targets met" if not missed else f"targets missed: {', '.join(missed)}")
+    lines.append("all targets met" if not missed else f"targets missed: {', '.join(missed)}")
+    print("\n".join(lines))
+    if a.write_docs:
+        docs.write_section("bench/speed.py", "\n".join(lines))
 
 
 if __name__ == "__main__":

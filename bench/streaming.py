@@ -2,6 +2,7 @@
 """Peak memory of training with and without --streaming, and as a streamed corpus grows tenfold.
 
     pip install -e ".[bench]" && python bench/streaming.py [--data ../shared/data] [--rows 1000000 10000000]
+                                                           [--write-docs]
 
 1. IMDB (`--max-length 256`, the speed benchmark's 2x128 rnn, one epoch), in memory and streamed
    (the default 100,000-row vocabulary sample holds all of IMDB; a smaller one shows the buffer's effect).
@@ -10,6 +11,7 @@
    small model, streamed at every size and in memory at the smallest. Streamed, peak RSS should
    stay flat (within 20%) from the smallest to the largest corpus.
 Each training runs in its own process; its peak RSS is the kernel's ru_maxrss for that process.
+`--write-docs` also writes the table into its section of docs/results.md.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+import docs  # bench/docs.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARD_ROWS = 500_000
@@ -96,6 +100,7 @@ def main() -> None:
                     help="synthetic corpus sizes; none: IMDB only")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "rnncli-bench-streaming",
                     help="where the synthetic corpora are written (kept for the next run)")
+    docs.add_option(ap)
     args = ap.parse_args()
     rows = []  # what, corpus, mode, result
     with tempfile.TemporaryDirectory() as tmp:
@@ -116,16 +121,19 @@ def main() -> None:
                 rows.append(("synthetic, 1x32 rnn", f"{n:,} rows", mode, r))
                 print(f"done: synthetic {n:,} {mode}", file=sys.stderr)
 
-    print("\n| data | corpus | mode | peak RSS | seconds | tokens/s | val acc |")
-    print("|---|---|---|---|---|---|---|")
+    lines = ["| data | corpus | mode | peak RSS | seconds | tokens/s | val acc |",
+             "|---|---|---|---|---|---|---|"]
     for what, corpus, mode, r in rows:
-        print(f"| {what} | {corpus} | {mode} | {r['rss_mb']:,.0f} MB | {r['seconds']:.0f} | "
-              f"{r['tokens_per_second']:,.0f} | {r['accuracy']:.2%} |")
+        lines.append(f"| {what} | {corpus} | {mode} | {r['rss_mb']:,.0f} MB | {r['seconds']:.0f} | "
+                     f"{r['tokens_per_second']:,.0f} | {r['accuracy']:.2%} |")
     streamed = [r["rss_mb"] for what, _, mode, r in rows if what.startswith("synthetic") and mode == "streaming"]
     if len(streamed) > 1:
         growth = streamed[-1] / streamed[0] - 1
         verdict = "flat" if abs(growth) <= 0.20 else "NOT flat"
-        print(f"\nstreamed peak RSS from the smallest to the largest corpus: {growth:+.1%} ({verdict}; limit 20%)")
+        lines += ["", f"streamed peak RSS from the smallest to the largest corpus: {growth:+.1%} ({verdict}; limit 20%)"]
+    print("\n" + "\n".join(lines))
+    if args.write_docs:
+        docs.write_section("bench/streaming.py", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Where a training step's time goes: the same SST-2 batches, variants of one step, in one process.
 
-    python bench/train_step.py [--data ../shared/data/sst2] [--batches 300] [--rounds 7]
+    python bench/train_step.py [--data ../shared/data/sst2] [--batches 300] [--rounds 7] [--write-docs]
 
 The speed benchmark's model (rnn, tanh, 2 layers, hidden 128, embed 128, batch 64), one model and
 optimiser per variant. Each round runs every variant over the same batches, in turns, so a slow
@@ -9,7 +9,8 @@ spell of a shared machine hits them all; the table gives each variant's fastest 
 Variants: the embedding gradient dense or by rows (`rnncli.optimizer.Gradients`), AdamW or `RowAdamW`
 (which updates only the rows a batch uses, `rnncli.optimizer`), and the dropout masks
 (`rnncli.dropout.keep_mask`, on the embeddings, between layers and before the head) drawn from uniform
-numbers (rnncli) or with `bernoulli_` (as `nn.Dropout` draws).
+numbers (rnncli) or with `bernoulli_` (as `nn.Dropout` draws). `--write-docs` also writes the table
+into its section of docs/results.md.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import docs  # bench/docs.py, beside this script
 from rnncli import dropout
 from rnncli.batching import LengthBuckets
 from rnncli.config import resolve
@@ -43,6 +45,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2")
     ap.add_argument("--batches", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=7)
+    docs.add_option(ap)
     a = ap.parse_args()
 
     config = resolve(None, {**MODEL, "dataset": str(a.data), "device": "cpu"})
@@ -86,12 +89,15 @@ def main() -> None:
     finally:
         dropout.keep_mask = variants["row gradient, RowAdamW, uniform masks (rnncli)"][2]
 
-    print(f"{len(batches)} SST-2 batches ({tokens:,} tokens), {a.rounds} rounds, {torch.get_num_threads()} threads")
-    print("| variant | fastest ms/step | median ms/step | tokens/s (fastest) |")
-    print("|---|---|---|---|")
+    lines = [f"{len(batches)} SST-2 batches ({tokens:,} tokens), {a.rounds} rounds, {torch.get_num_threads()} threads",
+             "| variant | fastest ms/step | median ms/step | tokens/s (fastest) |",
+             "|---|---|---|---|"]
     for name, s in seconds.items():
-        print(f"| {name} | {min(s) / len(batches) * 1000:.2f} | {statistics.median(s) / len(batches) * 1000:.2f} "
-              f"| {tokens / min(s):,.0f} |")
+        lines.append(f"| {name} | {min(s) / len(batches) * 1000:.2f} | {statistics.median(s) / len(batches) * 1000:.2f} "
+                     f"| {tokens / min(s):,.0f} |")
+    print("\n".join(lines))
+    if a.write_docs:
+        docs.write_section("bench/train_step.py", "\n".join(lines))
 
 
 if __name__ == "__main__":
