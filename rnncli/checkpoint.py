@@ -227,6 +227,7 @@ def check_writable(folder: Path) -> None:
 @dataclass
 class Resumed:
     """An interrupted run, as `save_resume` kept it after its last finished epoch."""
+    path: Path  # its model folder
     meta: dict  # the folder's config.json
     model: dict  # the weights after that epoch (not the best ones)
     optimizer: dict  # the optimizer's state dict
@@ -241,7 +242,7 @@ def read_resume(folder: Path) -> Resumed:
     """The interrupted run in `folder`, checked writable first, since training saves into it."""
     check_writable(folder)
     meta = read_meta(folder)
-    return Resumed(meta, *load_resume(folder))
+    return Resumed(folder, meta, *load_resume(folder))
 
 
 def load_resume(folder: Path) -> tuple:
@@ -382,9 +383,6 @@ class RunFolder:
         if self.writes:
             save_resume(self.path, model, optimizer, {"epoch": epoch, "stale": stale, "best_epoch": best_epoch,
                                                       "best_accuracy": best_accuracy})
-
-    def can_resume(self) -> bool:
-        return (self.path / RESUME).exists()
 
     def finish(self) -> None:
         """The run is over: nothing is left to resume."""

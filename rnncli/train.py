@@ -110,7 +110,7 @@ def train(config: Config | None = None, progress: Progress | None = None, resume
     autocast, scaler = mixed_precision(config.train.precision, device)
     ddp.start(dist, device)
     try:
-        run = _train(config, progress, resume, resumed, Setup(dist, device, autocast, scaler))
+        run = _train(config, progress, resumed, Setup(dist, device, autocast, scaler))
     except BaseException:
         ddp.stop(dist, finished=False)
         raise
@@ -125,7 +125,7 @@ def resolve_run(config: Config | None, resume) -> tuple[Config, checkpoint.Resum
     resumed = None
     if resume is not None:
         resumed = checkpoint.read_resume(Path(resume))
-        config = from_dict(resumed.meta["config"], where=str(Path(resume) / checkpoint.CONFIG))
+        config = from_dict(resumed.meta["config"], where=str(resumed.path / checkpoint.CONFIG))
     if config is None:
         raise RnncliError("train() needs a config, or resume= a folder to continue")
     if config.model.freeze_vectors and not config.model.vectors:
@@ -133,9 +133,9 @@ def resolve_run(config: Config | None, resume) -> tuple[Config, checkpoint.Resum
     return config, resumed
 
 
-def _train(config: Config, progress: Progress, resume, resumed, setup: Setup) -> Run:
+def _train(config: Config, progress: Progress, resumed: checkpoint.Resumed | None, setup: Setup) -> Run:
     """The phases of a run, in order."""
-    folder = run_folder(config, resume, setup.dist)
+    folder = run_folder(config, resumed, setup.dist)
     # checked before the data is read, so a wrong folder fails at once; and before seeding, as
     # rebuilding the source model draws random numbers
     source = start_from(config) if resumed is None else None  # on --resume the weights come from the checkpoint
@@ -154,11 +154,11 @@ def _train(config: Config, progress: Progress, resume, resumed, setup: Setup) ->
     return fit.finish()
 
 
-def run_folder(config: Config, resume, dist: ddp.Dist) -> checkpoint.RunFolder:
+def run_folder(config: Config, resumed: checkpoint.Resumed | None, dist: ddp.Dist) -> checkpoint.RunFolder:
     """The folder this run writes: the resumed one, or a new path the main process checked and
     named (a timestamp), told to every process."""
-    if resume is not None:
-        return checkpoint.RunFolder(Path(resume), writes=dist.main)
+    if resumed is not None:
+        return checkpoint.RunFolder(resumed.path, writes=dist.main)
     path = problem = None
     if dist.main:
         try:
