@@ -135,7 +135,11 @@ def field_info(name: str) -> dataclasses.Field:
 
 def help_text(name: str) -> str:
     """Help for a CLI flag, with the default read from the dataclass."""
-    f = field_info(name)
+    return field_help(field_info(name))
+
+
+def field_help(f: dataclasses.Field) -> str:
+    """A field's help text, its choices, and its default and range read from the dataclass."""
     if isinstance(f.default, bool):
         default = "on" if f.default else "off"
     else:

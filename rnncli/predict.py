@@ -6,7 +6,7 @@ pandas/pyarrow, so a prediction starts about as fast as torch itself.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,14 @@ def check_threshold(threshold: float | None) -> None:
         raise RnncliError(f"--threshold must be a number between 0 and 1 (exclusive), not {threshold}")
 
 
+def choose(p, threshold: float | None = None) -> int:
+    """The class a row of probabilities answers: the likeliest, or with a threshold (two classes)
+    the second only above it."""
+    if threshold is not None:
+        return 1 if p[1] > threshold else 0
+    return int(np.argmax(p))
+
+
 @dataclass
 class Prediction:
     text: str
@@ -45,6 +53,22 @@ class Prediction:
     def top(self, k: int) -> list[tuple[str, float]]:
         """The k likeliest labels with their probabilities, likeliest first."""
         return sorted(self.probabilities.items(), key=lambda kv: -kv[1])[:k]
+
+    def at_threshold(self, threshold: float | None) -> Prediction:
+        """This prediction answered with `threshold` (see `choose`), as `predict(threshold=...)` would."""
+        if threshold is None or self.empty:
+            return self
+        names = list(self.probabilities)
+        label = names[choose(list(self.probabilities.values()), threshold)]
+        return replace(self, label=label, score=self.probabilities[label])
+
+
+def _epochs(folder: Path, read_metrics) -> list[dict]:
+    """metrics.jsonl's records; an unreadable file gives none rather than stopping a server."""
+    try:
+        return read_metrics(folder)
+    except (OSError, ValueError):
+        return []
 
 
 @dataclass
@@ -80,6 +104,32 @@ class Classifier:
 
         return cls(load(path, device=str(resolve_device(device)), inspected=inspected))
 
+    def card(self) -> dict:
+        """What the model is: labels, architecture and size, the data it learned from, its best and
+        per-epoch validation metrics, and the versions it was trained and is run with."""
+        from rnncli.checkpoint import read_metrics, versions
+
+        meta, config = self.loaded.meta, self.loaded.config
+        return {
+            "model": self.loaded.path.resolve().name,
+            "labels": self.labels,
+            "architecture": asdict(config.model),
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "vocab_size": meta["vocab_size"],
+            "max_length": self.max_length,
+            "data": meta.get("dataset", {}),
+            "best": meta.get("best", {}),
+            "epochs": _epochs(self.loaded.path, read_metrics),
+            "trained_with": meta.get("versions", {}),
+            "versions": versions(),
+        }
+
+    def check_threshold(self, threshold: float | None) -> None:
+        """A threshold is a probability, and only a two-class model has a second label to hold back."""
+        check_threshold(threshold)
+        if threshold is not None and len(self.labels) != 2:
+            raise RnncliError(f"--threshold needs a two-class model; this one has {len(self.labels)} classes")
+
     def _encode(self, texts: list[str]) -> tuple[Encoded, np.ndarray]:
         from rnncli.tokenizer import encode
 
@@ -89,9 +139,7 @@ class Classifier:
     def predict(self, texts: list[str], batch_size: int = 128, threshold: float | None = None
                 ) -> list[Prediction]:
         """One Prediction per text, in input order; blank texts give a record marked empty."""
-        check_threshold(threshold)
-        if threshold is not None and len(self.labels) != 2:
-            raise RnncliError(f"--threshold needs a two-class model; this one has {len(self.labels)} classes")
+        self.check_threshold(threshold)
         texts = list(texts)
         if not texts:
             return []
@@ -105,10 +153,7 @@ class Classifier:
                 out.append(Prediction(text=text, label=None, score=None, empty=True))
                 continue
             p = probs[i]
-            if threshold is not None:
-                k = 1 if p[1] > threshold else 0
-            else:
-                k = int(p.argmax())
+            k = choose(p, threshold)
             ids = enc.text(i)
             out.append(Prediction(
                 text=text, label=self.labels[k], score=float(p[k]),

@@ -1,0 +1,211 @@
+"""The HTTP API of `rnncli serve`: what each endpoint takes and answers, and how a client's mistake
+becomes a 4xx with a one-line `detail` while our own failure stays a 500 for that request alone."""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from starlette.exceptions import HTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from rnncli.errors import RnncliError
+from rnncli.serve.batcher import MicroBatcher
+from rnncli.serve.metrics import Metrics, MetricsMiddleware
+from rnncli.serve.options import ServeOptions
+
+OPEN_PATHS = {"/health"}  # answered without the API key: a load balancer's liveness probe
+ENDPOINTS = {"/predict", "/explain", "/info", "/health", "/metrics", "/docs", "/openapi.json"}
+
+
+def _utf8(text: str) -> str:
+    """JSON can spell a lone surrogate (\\ud800), which no UTF-8 text holds and no tokenizer takes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"not valid Unicode (a lone surrogate at character {e.start})") from None
+    return text
+
+
+class HFParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    top_k: int | None = Field(None, ge=1, description="Labels per text, likeliest first (default: all).")
+
+
+class PredictRequest(BaseModel):
+    """`texts` for rnncli's records (as `rnncli predict --json` prints them), or `inputs` for the
+    Hugging Face text-classification shape."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    texts: list[str] | None = Field(None, description="Texts to classify; one record each, in order.",
+                                    examples=[["a gorgeous, witty film", "dull and far too long"]])
+    top_k: int | None = Field(None, ge=1, description="Add the K likeliest labels to each record (`top`).")
+    threshold: float | None = Field(None, gt=0, lt=1, allow_inf_nan=False, description="Two-class models: answer the second "
+                                    "label only above this probability.")
+    inputs: str | list[str] | None = Field(None, description="Hugging Face shape: a text or a list of texts.")
+    parameters: HFParameters | None = None
+    options: dict[str, Any] | None = Field(None, description="Hugging Face's options (wait_for_model, "
+                                           "use_cache): accepted; a served model is always loaded.")
+
+    @field_validator("texts", "inputs")
+    @classmethod
+    def _valid_unicode(cls, value):
+        if isinstance(value, list):
+            return [_utf8(text) for text in value]
+        return value if value is None else _utf8(value)
+
+    @model_validator(mode="after")
+    def _one_shape(self):
+        if (self.texts is None) == (self.inputs is None):
+            raise ValueError("give `texts` (rnncli's records) or `inputs` (Hugging Face's shape), one of them")
+        if self.texts is not None and (self.parameters is not None or self.options is not None):
+            raise ValueError("`parameters` and `options` go with `inputs`; with `texts` use `top_k`")
+        if self.inputs is not None and (self.top_k is not None or self.threshold is not None):
+            raise ValueError("`top_k` and `threshold` go with `texts`; with `inputs` use `parameters.top_k`")
+        if self.texts is not None and not self.texts or self.inputs == []:
+            raise ValueError("the list of texts is empty")
+        return self
+
+    def text_list(self) -> list[str]:
+        if self.texts is not None:
+            return self.texts
+        return [self.inputs] if isinstance(self.inputs, str) else self.inputs
+
+
+class ExplainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    text: str = Field(description="One text to read word by word.", examples=["the acting is great but the plot is a mess"])
+
+    _valid_unicode = field_validator("text")(lambda cls, value: _utf8(value))
+
+
+def create_app(classifier, options: ServeOptions) -> FastAPI:
+    """The app serving `classifier` (a loaded `rnncli.predict.Classifier`) under `options`."""
+    metrics = Metrics(ENDPOINTS)
+    batcher = MicroBatcher(lambda texts: classifier.predict(texts), options.max_batch,
+                           options.max_wait_ms / 1000, observe=metrics.observe_batch)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        await batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="rnncli", summary="A recurrent-network text classifier, kept loaded.",
+                  version=classifier.card()["versions"]["rnncli"], lifespan=lifespan,
+                  max_body_size=options.max_body)
+    _add_routes(app, classifier, batcher, metrics, options)
+    _add_error_handlers(app, options)
+    if options.api_key is not None:
+        app.add_middleware(BearerKey, key=options.api_key)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=options.hosts())
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last: the outermost, counts every answer
+    return app
+
+
+def _add_routes(app: FastAPI, classifier, batcher: MicroBatcher, metrics: Metrics, options: ServeOptions):
+    card = classifier.card() | {"serving": options.to_dict()}
+
+    @app.post("/predict", summary="Classify texts: rnncli's records, or Hugging Face's label/score lists")
+    async def predict(request: PredictRequest):
+        texts = request.text_list()
+        if len(texts) > options.max_texts:
+            raise RnncliError(f"{len(texts)} texts in one request; this server takes at most "
+                              f"{options.max_texts} (--max-texts)")
+        classifier.check_threshold(request.threshold)
+        predictions = await batcher.submit(texts)
+        if request.texts is not None:
+            return JSONResponse([p.at_threshold(request.threshold).to_dict(request.top_k) for p in predictions])
+        k = request.parameters.top_k if request.parameters else None
+        ranked = [[{"label": label, "score": score} for label, score in p.top(k or len(p.probabilities))]
+                  for p in predictions]
+        return JSONResponse(ranked[0] if isinstance(request.inputs, str) else ranked)
+
+    @app.post("/explain", summary="How the model reads one text, word by word (predict --explain --json)")
+    async def explain(request: ExplainRequest):
+        return JSONResponse((await batcher.call(classifier.explain, request.text)).to_dict())
+
+    @app.get("/info", summary="The model card: labels, architecture, training data, metrics, versions")
+    async def info():
+        return JSONResponse(card)
+
+    @app.get("/health", summary="Liveness: answers while the server runs (no API key needed)")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/metrics", summary="Prometheus metrics in the text exposition format")
+    async def prometheus():
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+
+def _one_line(errors: list[dict]) -> str:
+    """The first of pydantic's errors, as `texts.2: Input should be a valid string`."""
+    first = errors[0]
+    where = ".".join(str(part) for part in first["loc"] if part != "body")
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+def _whole_body(error: dict, request: Request) -> str:
+    """Why a body is refused as a whole: none, not sent as JSON, or not a JSON object."""
+    if error["type"] == "missing":
+        return "a JSON body is required"
+    kind = request.headers.get("content-type", "")
+    if "json" not in kind:
+        return f"send the body as JSON, with Content-Type: application/json (not {kind or 'none'})"
+    return 'the body must be a JSON object, such as {"texts": ["a gorgeous, witty film"]}'
+
+
+def _add_error_handlers(app: FastAPI, options: ServeOptions) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        if errors and errors[0]["type"] == "json_invalid":
+            error = errors[0].get("ctx", {}).get("error", "")
+            return JSONResponse({"detail": f"the body is not valid JSON: {error} at byte {errors[0]['loc'][-1]}"},
+                                status_code=400)
+        if errors and tuple(errors[0]["loc"]) == ("body",):
+            return JSONResponse({"detail": _whole_body(errors[0], request)}, status_code=422)
+        return JSONResponse({"detail": _one_line(errors)}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def refused(request: Request, exc: HTTPException):
+        detail = exc.detail
+        if exc.status_code == 413:
+            detail = f"the body is larger than this server takes: {options.max_body:,} bytes (--max-body)"
+        elif isinstance(exc.__cause__, UnicodeDecodeError):
+            detail = f"the body is not valid UTF-8 (byte {exc.__cause__.start})"
+        return JSONResponse({"detail": str(detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RnncliError)
+    async def impossible(request: Request, exc: RnncliError):
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def failed(request: Request, exc: Exception):
+        return JSONResponse({"detail": "internal error: the server logged it; other requests are unaffected"},
+                            status_code=500)
+
+
+class BearerKey:
+    """Every endpoint but /health asks for `Authorization: Bearer KEY`, compared in constant time."""
+
+    def __init__(self, app, key: str):
+        self.app = app
+        self.expected = f"Bearer {key}".encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                refusal = JSONResponse({"detail": "missing or wrong API key (Authorization: Bearer KEY)"},
+                                       status_code=401, headers={"WWW-Authenticate": "Bearer"})
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

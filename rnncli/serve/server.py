@@ -1,0 +1,85 @@
+"""Running the app: the model is loaded and the socket bound before anything is announced, one
+process serves (or uvicorn's workers do), and SIGTERM or Ctrl-C stop it gracefully: no new
+connections, the requests in flight answered, then a normal exit."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import socket
+
+from rnncli.errors import RnncliError
+from rnncli.serve.options import ServeOptions
+
+OPTIONS_ENV = "RNNCLI_SERVE_OPTIONS"  # how uvicorn's worker processes learn the options...
+KEY_ENV = "RNNCLI_API_KEY"  # ...and the key, which never travels in a command line or a log
+GRACE_SECONDS = 30  # longest wait for requests in flight after a stop signal
+
+
+def build(options: ServeOptions):
+    """The app for `options`: the model folder is checked and loaded here, before any port opens."""
+    from rnncli.checkpoint import inspect
+    from rnncli.predict import Classifier
+    from rnncli.serve.app import create_app
+
+    checked = inspect(options.model)  # a broken or crafted folder fails in milliseconds
+    return create_app(Classifier.load(options.model, device=options.device, inspected=checked), options)
+
+
+def app_from_env():
+    """The app in a worker process (`--workers N`), from the options its parent put in the environment."""
+    fields = json.loads(os.environ[OPTIONS_ENV])
+    return build(ServeOptions(**fields, api_key=os.environ.get(KEY_ENV)))
+
+
+def listen(options: ServeOptions) -> socket.socket:
+    """A socket bound to the host and port (a free one for port 0), or a one-line error."""
+    family = socket.AF_INET6 if ":" in options.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((options.host, options.port))
+    except OSError as e:
+        sock.close()
+        raise RnncliError(f"cannot listen on {options.host}:{options.port} ({e.strerror or e})") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def address(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def run(options: ServeOptions, sock: socket.socket, app=None) -> None:
+    """Serve until SIGTERM or Ctrl-C; `app` is `build(options)`, made by the caller so that a broken
+    model folder is reported before the address is."""
+    import uvicorn
+
+    settings = {"log_level": "info", "access_log": options.access_log, "server_header": False,
+                "timeout_graceful_shutdown": GRACE_SECONDS}
+    if options.workers > 1:
+        port = sock.getsockname()[1]
+        sock.close()  # uvicorn binds it again for its workers
+        _export_options(options)
+        uvicorn.run("rnncli.serve.server:app_from_env", factory=True, host=options.host, port=port,
+                    workers=options.workers, **settings)
+        return
+    server = uvicorn.Server(uvicorn.Config(app, **settings))
+    quiet = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:  # uvicorn re-raises the stop signal once it has stopped; here that signal ends nothing more
+        server.run(sockets=[sock])
+    finally:
+        for sig, handler in quiet.items():
+            signal.signal(sig, handler)
+    if not server.started:
+        raise RnncliError("the server did not start (see the log above)")
+
+
+def _export_options(options: ServeOptions) -> None:
+    fields = {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.name != "api_key"}
+    os.environ[OPTIONS_ENV] = json.dumps(fields)
+    if options.api_key is not None:
+        os.environ[KEY_ENV] = options.api_key
