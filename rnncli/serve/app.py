@@ -170,7 +170,7 @@ def _add_error_handlers(app: FastAPI, options: ServeOptions) -> None:
             error = errors[0].get("ctx", {}).get("error", "")
             return JSONResponse({"detail": f"the body is not valid JSON: {error} at byte {errors[0]['loc'][-1]}"},
                                 status_code=400)
-        if errors and tuple(errors[0]["loc"]) == ("body",):
+        if errors and tuple(errors[0]["loc"]) == ("body",) and errors[0]["type"] != "value_error":
             return JSONResponse({"detail": _whole_body(errors[0], request)}, status_code=422)
         return JSONResponse({"detail": _one_line(errors)}, status_code=422)
 

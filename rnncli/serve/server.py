@@ -15,7 +15,8 @@ from rnncli.serve.options import ServeOptions
 
 OPTIONS_ENV = "RNNCLI_SERVE_OPTIONS"  # how uvicorn's worker processes learn the options...
 KEY_ENV = "RNNCLI_API_KEY"  # ...and the key, which never travels in a command line or a log
-GRACE_SECONDS = 30  # longest wait for requests in flight after a stop signal
+GRACE_SECONDS = 30
+BACKLOG = 2048  # uvicorn's own default  # longest wait for requests in flight after a stop signal
 
 
 def build(options: ServeOptions):
@@ -41,6 +42,7 @@ def listen(options: ServeOptions) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((options.host, options.port))
+        sock.listen(BACKLOG)  # connections wait in the queue until uvicorn takes them
     except OSError as e:
         sock.close()
         raise RnncliError(f"cannot listen on {options.host}:{options.port} ({e.strerror or e})") from None
