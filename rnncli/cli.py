@@ -543,7 +543,7 @@ def serve(
 
     options = ServeOptions(model=model, host=host, port=port, device=device, max_batch=max_batch,
                            max_wait_ms=max_wait_ms, max_texts=max_texts, max_body=max_body, workers=workers,
-                           allowed_host=allowed_host or None, access_log=access_log, api_key=api_key)
+                           allowed_host=tuple(allowed_host) if allowed_host else None, access_log=access_log, api_key=api_key)
     options.check()
     require_extra()
     from rnncli.serve.server import address, build, listen, run

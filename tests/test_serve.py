@@ -327,7 +327,7 @@ def test_max_batch_one_runs_every_request_alone(tiny_model):
 
 def run_serve(*args, env=None):
     return subprocess.run([sys.executable, "-m", "rnncli", "serve", *args], env={**ENV, **(env or {})},
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, check=False)
 
 
 def one_line(p) -> str:
@@ -360,7 +360,8 @@ def test_a_port_in_use_is_one_line(tiny_model, server):
 def test_without_the_extra_the_error_names_it(tiny_model):
     code = ("import sys; sys.modules['fastapi'] = None; from rnncli.cli import main; "
             f"main(['serve', '--model', {str(tiny_model)!r}])")
-    p = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=120)
+    p = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=120,
+                       check=False)
     assert 'pip install "rnncli[serve]"' in one_line(p)
 
 

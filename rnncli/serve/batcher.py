@@ -85,7 +85,7 @@ class MicroBatcher:
         try:
             results = await self.call(self.run, texts)
             self.observe(len(texts))
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - whatever breaks a pass goes to its requests, not the loop
             if len(batch) == 1:
                 _settle(batch[0], error=e)
                 return

@@ -36,7 +36,7 @@ class ServeOptions:
     max_texts: int = _option(256, "Most texts in one request.", min=1, max=1_000_000)
     max_body: int = _option(1_048_576, "Largest request body, in bytes.", min=1, max=1 << 30)
     workers: int = _option(1, "Server processes, each with its own copy of the model.", min=1, max=64)
-    allowed_host: list[str] = _option(None, "Host header a request may carry (repeatable); by default "
+    allowed_host: tuple[str, ...] | None = _option(None, "Host header a request may carry (repeatable); by default "
                                             "the served host's names, so DNS rebinding cannot reach a "
                                             "loopback server. * allows any.")
     access_log: bool = _option(False, "Log one line per request on stderr.")
