@@ -48,7 +48,10 @@ class Prediction:
 
     def to_dict(self, top_k: int | None = None) -> dict:
         """The record `predict --json` prints; `top` holds the `top_k` likeliest labels when asked."""
-        return asdict(self) | {"top": self.top(top_k) if top_k else None}
+        return {"text": self.text, "label": self.label, "score": self.score,
+                "probabilities": dict(self.probabilities), "unknown_share": self.unknown_share,
+                "tokens": self.tokens, "truncated": self.truncated, "empty": self.empty,
+                "top": self.top(top_k) if top_k else None}
 
     def top(self, k: int) -> list[tuple[str, float]]:
         """The k likeliest labels with their probabilities, likeliest first."""
@@ -147,20 +150,18 @@ class Classifier:
 
         enc, empty = self._encode(texts)
         probs = probabilities(self.model, enc, batch_size, self.device)  # (texts, classes)
+        chosen = (probs[:, 1] > threshold).astype(np.int64) if threshold is not None else probs.argmax(1)
+        unknown = np.add.reduceat((enc.ids == UNK_ID).astype(np.int64), enc.starts) / enc.lengths  # (texts,)
+        truncated = enc.full_lengths > self.max_length
         out = []
-        for i, text in enumerate(texts):
-            if empty[i]:
+        for text, row, k, unk, n, cut, blank in zip(texts, probs.tolist(), chosen.tolist(), unknown.tolist(),
+                                                   enc.lengths.tolist(), truncated.tolist(), empty.tolist()):
+            if blank:
                 out.append(Prediction(text=text, label=None, score=None, empty=True))
                 continue
-            p = probs[i]
-            k = choose(p, threshold)
-            ids = enc.text(i)
-            out.append(Prediction(
-                text=text, label=self.labels[k], score=float(p[k]),
-                probabilities={name: float(v) for name, v in zip(self.labels, p)},
-                unknown_share=float((ids == UNK_ID).mean()), tokens=int(enc.lengths[i]),
-                truncated=bool(enc.full_lengths[i] > self.max_length),
-            ))
+            out.append(Prediction(text=text, label=self.labels[k], score=row[k],
+                                  probabilities=dict(zip(self.labels, row)), unknown_share=unk, tokens=n,
+                                  truncated=cut))
         return out
 
     @torch.inference_mode()

@@ -35,11 +35,15 @@ class Server:
         if not self.announced.wait(timeout):
             self.stop(signal.SIGKILL)
             raise AssertionError(f"the server did not start:\n{self.log}")
-        self.url = next(w for line in self.lines for w in line.split() if w.startswith("http://"))
-        deadline = time.monotonic() + timeout
-        while not self._healthy():
-            assert time.monotonic() < deadline and self.proc.poll() is None, self.log
-            time.sleep(0.05)
+        try:
+            self.url = next(w for line in self.lines for w in line.split() if w.startswith("http://"))
+            deadline = time.monotonic() + timeout
+            while not self._healthy():
+                assert time.monotonic() < deadline and self.proc.poll() is None, self.log
+                time.sleep(0.05)
+        except BaseException:
+            self.stop(signal.SIGKILL)  # a server that never came up is not left behind
+            raise
 
     def _healthy(self) -> bool:
         try:  # with --workers the address is announced before uvicorn binds it again for them
@@ -178,15 +182,17 @@ def _batches(server) -> tuple[float, float]:
 
 BAD = [  # (body, content type, status, words of the message)
     (b"{bad", "application/json", 400, "not valid JSON"),
-    (b'{"texts": ["\xff"]}', "application/json", 400, "not valid UTF-8"),
+    (b'{"texts": ["\xff"]}', "application/json", 400, "not valid JSON: invalid unicode"),  # not UTF-8
     (b"", "application/json", 422, "a JSON body is required"),
     (b"[1, 2]", "application/json", 422, "must be a JSON object"),
-    (b'{"texts": ["a"]}', "text/plain", 422, "Content-Type: application/json"),
+    (b'{"texts": ["a"]}', "text/plain", 415, "Content-Type: application/json"),
+    (b'{"texts": ["a"]} x', "application/json", 400, "trailing characters"),
     (b'{"texts": []}', "application/json", 422, "empty"),
-    (b'{"texts": "one"}', "application/json", 422, "texts: Input should be a valid list"),
+    (b'{"texts": "one"}', "application/json", 422, "texts: Input should be a valid array"),
     (b'{"texts": [1]}', "application/json", 422, "texts.0: Input should be a valid string"),
     (b'{"texts": [null]}', "application/json", 422, "texts.0"),
-    (b'{"texts": ["\\ud800"]}', "application/json", 422, "lone surrogate"),
+    (b'{"texts": ["\\ud800"]}', "application/json", 400, "not valid JSON"),  # a lone surrogate
+    (b'{"texts": ["\\udc00 x"]}', "application/json", 400, "not valid JSON"),
     (b'{"texts": ["a"], "threshold": NaN}', "application/json", 422, "finite"),
     (b'{"texts": ["a"], "threshold": 1.5}', "application/json", 422, "threshold"),
     (b'{"texts": ["a"], "top_k": 0}', "application/json", 422, "top_k"),
