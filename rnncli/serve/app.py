@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.routing import Route
 
 from rnncli.errors import RnncliError
 from rnncli.serve.batcher import MicroBatcher
@@ -78,8 +79,7 @@ def create_app(classifier, options: ServeOptions) -> FastAPI:
         await batcher.stop()
 
     app = FastAPI(title="rnncli", summary="A recurrent-network text classifier, kept loaded.",
-                  version=classifier.card()["versions"]["rnncli"], lifespan=lifespan,
-                  max_body_size=options.max_body)
+                  version=classifier.card()["versions"]["rnncli"], lifespan=lifespan)
     _add_routes(app, classifier, batcher, metrics, options)
     _add_error_handlers(app, options)
     if options.api_key is not None:
@@ -92,10 +92,10 @@ def create_app(classifier, options: ServeOptions) -> FastAPI:
 def _add_routes(app: FastAPI, classifier, batcher: MicroBatcher, metrics: Metrics, options: ServeOptions):
     card = classifier.card() | {"serving": options.to_dict()}
 
-    @app.post("/predict", summary="Classify texts: rnncli's records, or Hugging Face's label/score lists",
-              openapi_extra=_documented(PredictRequest))
+    @_fast_post(app, "/predict", PredictRequest,
+                summary="Classify texts: rnncli's records, or Hugging Face's label/score lists")
     async def predict(http: Request):
-        request = await _read(http, PredictRequest)
+        request = await _read(http, PredictRequest, options.max_body)
         texts = request.text_list()
         if len(texts) > options.max_texts:
             raise RnncliError(f"{len(texts)} texts in one request; this server takes at most "
@@ -109,10 +109,10 @@ def _add_routes(app: FastAPI, classifier, batcher: MicroBatcher, metrics: Metric
                   for p in predictions]
         return JSONResponse(ranked[0] if isinstance(request.inputs, str) else ranked)
 
-    @app.post("/explain", summary="How the model reads one text, word by word (predict --explain --json)",
-              openapi_extra=_documented(ExplainRequest))
+    @_fast_post(app, "/explain", ExplainRequest,
+                summary="How the model reads one text, word by word (predict --explain --json)")
     async def explain(http: Request):
-        request = await _read(http, ExplainRequest)
+        request = await _read(http, ExplainRequest, options.max_body)
         return JSONResponse((await batcher.call(classifier.explain, request.text)).to_dict())
 
     @app.get("/info", summary="The model card: labels, architecture, training data, metrics, versions")
@@ -129,19 +129,38 @@ def _add_routes(app: FastAPI, classifier, batcher: MicroBatcher, metrics: Metric
         return Response(body, media_type=content_type)
 
 
-def _documented(model: type[BaseModel]) -> dict:
-    """The request body's schema for the OpenAPI page, as FastAPI writes it for a body parameter."""
-    schema = model.model_json_schema()
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+def _fast_post(app: FastAPI, path: str, body: type[BaseModel], summary: str):
+    """Serve `POST path` as a plain Starlette route, which skips FastAPI's per-request dependency
+    machinery (about 40 us a request, a tenth of a /predict), while the same function, declared to
+    FastAPI too, documents the path and its body schema on the OpenAPI page."""
+
+    def register(endpoint):
+        schema = {"requestBody": {"required": True, "content": {"application/json": {
+            "schema": body.model_json_schema()}}}}
+        app.post(path, summary=summary, openapi_extra=schema)(endpoint)
+        app.router.routes.insert(0, Route(path, endpoint, methods=["POST"]))  # matched first
+        return endpoint
+
+    return register
 
 
-async def _read(http: Request, model: type[BaseModel]):
-    """The body as `model`, parsed and checked by pydantic in one pass over the bytes (faster than
-    FastAPI's own body parameter, which decodes the JSON first), or a one-line 4xx."""
+async def _read(http: Request, model: type[BaseModel], limit: int):
+    """The body as `model`, parsed and checked by pydantic in one pass over the bytes, or a one-line
+    4xx. A body over `limit` bytes is refused before it is read (Content-Length) or as soon as it
+    passes the limit (a streamed body)."""
     kind = http.headers.get("content-type", "")
     if "json" not in kind.split(";")[0]:
         raise HTTPException(415, f"send the body as JSON, with Content-Type: application/json (not {kind or 'none'})")
-    body = await http.body()
+    declared = http.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413)
+    chunks, size = [], 0
+    async for chunk in http.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413)
+        chunks.append(chunk)
+    body = b"".join(chunks)
     if not body.strip():
         raise HTTPException(422, "a JSON body is required")
     try:

@@ -25,6 +25,7 @@ class Metrics:
         self.batch = Histogram("rnncli_batch_texts", "Texts per forward pass (micro-batching joins requests).",
                                buckets=BATCH_BUCKETS, registry=self.registry)
         self.texts = Counter("rnncli_texts", "Texts classified.", registry=self.registry)
+        self._children: dict[tuple[str, int], tuple] = {}
 
     def observe_batch(self, texts: int) -> None:
         self.batch.observe(texts)
@@ -32,10 +33,16 @@ class Metrics:
 
     def record(self, path: str, status: int, seconds: float) -> None:
         endpoint = path if path in self.endpoints else "other"
-        self.requests.labels(endpoint, str(status)).inc()
-        self.latency.labels(endpoint).observe(seconds)
-        if status >= 400:
-            self.errors.labels(endpoint, "client" if status < 500 else "server").inc()
+        counters = self._children.get((endpoint, status))
+        if counters is None:  # labels() costs more than the count itself: look each pair up once
+            kind = None if status < 400 else self.errors.labels(endpoint, "client" if status < 500 else "server")
+            counters = self._children[endpoint, status] = (self.requests.labels(endpoint, str(status)),
+                                                            self.latency.labels(endpoint), kind)
+        requests, latency, errors = counters
+        requests.inc()
+        latency.observe(seconds)
+        if errors is not None:
+            errors.inc()
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format Prometheus scrapes, and its content type."""
