@@ -6,6 +6,7 @@ Truncation to `max_length` happens in `encode`, so the data report can say how m
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,10 +141,11 @@ def encode(tok, texts: list[str], max_length: int) -> Encoded:
     """
     full_parts, id_parts = [], []
     for chunk in range(0, len(texts), CHUNK):
-        encodings = _encode_batch(tok, texts[chunk: chunk + CHUNK])
-        full_parts.append(np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings)))
-        id_parts.extend(np.asarray(e.ids[:max_length] or [UNK_ID], dtype=np.int64) for e in encodings)
-        del encodings
+        id_lists = [e.ids for e in _encode_batch(tok, texts[chunk: chunk + CHUNK])]  # each a new list: read once
+        full_parts.append(np.fromiter(map(len, id_lists), dtype=np.int64, count=len(id_lists)))
+        kept = (ids[:max_length] or [UNK_ID] for ids in id_lists)
+        id_parts.append(np.fromiter(itertools.chain.from_iterable(kept), dtype=np.int64))
+        del id_lists
     full = np.concatenate(full_parts) if full_parts else np.zeros(0, dtype=np.int64)
     lengths = np.clip(full, 1, max_length)
     starts = np.zeros(len(texts), dtype=np.int64)

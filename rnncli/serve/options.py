@@ -30,7 +30,7 @@ class ServeOptions:
                                      "machine only; 0.0.0.0 takes them from anywhere.")
     port: int = _option(8000, "Port; 0 picks a free one (printed at start).", min=0, max=65535)
     device: str = _option("cpu", "auto, cpu, cuda or cuda:N.")
-    max_batch: int = _option(64, "Most texts in one forward pass; 1 runs every request alone.", min=1, max=65536)
+    max_batch: int = _option(256, "Most texts in one forward pass; 1 runs every request alone.", min=1, max=65536)
     max_wait_ms: float = _option(2.0, "How long a request waits for others to share its forward pass, "
                                       "in milliseconds.", min=0.0, max=1000.0)
     max_texts: int = _option(256, "Most texts in one request.", min=1, max=1_000_000)

@@ -73,8 +73,6 @@ def run(options: ServeOptions, sock: socket.socket, app=None) -> None:
         return
     server = uvicorn.Server(uvicorn.Config(app, **settings))
     _freeze_heap()
-    import sys
-    sys.setswitchinterval(float(os.environ.get("SW", "0.005")))
     quiet = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:  # uvicorn re-raises the stop signal once it has stopped; here that signal ends nothing more
         server.run(sockets=[sock])
