@@ -529,7 +529,7 @@ def serve(
     max_texts: Annotated[int, _serve_option("max_texts")] = _serve_default("max_texts"),
     max_body: Annotated[int, _serve_option("max_body")] = _serve_default("max_body"),
     workers: Annotated[int, _serve_option("workers")] = _serve_default("workers"),
-    allowed_host: Annotated[list[str] | None, _serve_option("allowed_host")] = None,
+    allowed_host: Annotated[list[str] | None, _serve_option("allowed_host", metavar="<name>")] = None,
     access_log: Annotated[bool, _serve_option("access_log")] = _serve_default("access_log"),
     api_key: Annotated[str | None, _serve_option("api_key", envvar="RNNCLI_API_KEY", show_envvar=True)] = None,
 ):
@@ -537,7 +537,7 @@ def serve(
     /health and /metrics, the API's own docs at /docs. Needs pip install "rnncli[serve]".
 
     Example: rnncli serve --model runs/latest --port 8000, then
-    curl -s localhost:8000/predict -d '{"texts": ["a gorgeous, witty film"]}'
+    curl -s --json '{"texts": ["a gorgeous, witty film"]}' localhost:8000/predict
     """
     from rnncli.serve import ServeOptions, require_extra
 
