@@ -2,8 +2,7 @@
 its own results back, in order; a failing call fails only the request that caused it."""
 
 import asyncio
-
-import pytest
+import time
 
 from rnncli.serve.batcher import MicroBatcher
 
@@ -82,6 +81,52 @@ def test_a_cancelled_request_leaves_the_others_answered():
     assert asyncio.run(main()) == ["Y"]
 
 
-@pytest.mark.parametrize("max_wait", [0.0, 0.002])
-def test_a_lone_request_is_answered_without_company(max_wait):
-    assert serve(Recorder(), [["solo"]], max_batch=64, max_wait=max_wait) == [["SOLO"]]
+def test_a_lone_request_waits_for_nobody():
+    async def main():
+        batcher = MicroBatcher(Recorder(), max_batch=64, max_wait=5.0)
+        await batcher.start()
+        start = time.monotonic()
+        answer = await batcher.submit(["solo"])
+        waited = time.monotonic() - start
+        await batcher.stop()
+        return answer, waited
+
+    answer, waited = asyncio.run(main())
+    assert answer == ["SOLO"] and waited < 1.0  # not the 5 s a request may wait for company
+
+
+def test_a_pass_waits_for_a_request_on_its_way_in():
+    run = Recorder()
+
+    async def late(batcher):
+        with batcher.arriving():  # its body is being read
+            await asyncio.sleep(0.05)
+            answer = batcher.enqueue(["late"])
+        return await answer
+
+    async def main():
+        batcher = MicroBatcher(run, max_batch=64, max_wait=5.0)
+        await batcher.start()
+        coming = asyncio.ensure_future(late(batcher))
+        await asyncio.sleep(0)  # `late` is inside `arriving` now
+        answers = await asyncio.gather(batcher.submit(["early"]), coming)
+        await batcher.stop()
+        return answers
+
+    assert asyncio.run(main()) == [["EARLY"], ["LATE"]]
+    assert run.calls == [["early", "late"]]
+
+
+def test_the_wait_for_a_request_that_never_comes_ends_at_max_wait():
+    async def main():
+        batcher = MicroBatcher(Recorder(), max_batch=64, max_wait=0.2)
+        await batcher.start()
+        with batcher.arriving():  # a request whose body never turns out valid
+            start = time.monotonic()
+            answer = await batcher.submit(["alone"])
+            waited = time.monotonic() - start
+        await batcher.stop()
+        return answer, waited
+
+    answer, waited = asyncio.run(main())
+    assert answer == ["ALONE"] and 0.15 < waited < 2.0

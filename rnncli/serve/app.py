@@ -95,13 +95,15 @@ def _add_routes(app: FastAPI, classifier, batcher: MicroBatcher, metrics: Metric
     @_fast_post(app, "/predict", PredictRequest,
                 summary="Classify texts: rnncli's records, or Hugging Face's label/score lists")
     async def predict(http: Request):
-        request = await _read(http, PredictRequest, options.max_body)
-        texts = request.text_list()
-        if len(texts) > options.max_texts:
-            raise RnncliError(f"{len(texts)} texts in one request; this server takes at most "
-                              f"{options.max_texts} (--max-texts)")
-        classifier.check_threshold(request.threshold)
-        predictions = await batcher.submit(texts)
+        with batcher.arriving():
+            request = await _read(http, PredictRequest, options.max_body)
+            texts = request.text_list()
+            if len(texts) > options.max_texts:
+                raise RnncliError(f"{len(texts)} texts in one request; this server takes at most "
+                                  f"{options.max_texts} (--max-texts)")
+            classifier.check_threshold(request.threshold)
+            answer = batcher.enqueue(texts)
+        predictions = await answer
         if request.texts is not None:
             return JSONResponse([p.at_threshold(request.threshold).to_dict(request.top_k) for p in predictions])
         k = request.parameters.top_k if request.parameters else None

@@ -1,15 +1,17 @@
 """Micro-batching for the server: the texts of requests that arrive together share one forward pass.
 
 A request hands its texts to `MicroBatcher.submit` and awaits its own results. One task gathers
-requests for up to `max_wait` seconds or until `max_batch` texts are waiting, runs them through
-`run` on one worker thread (off the event loop, so torch calls never overlap), and hands each
-request the slice of results that belongs to it, in order. With `max_batch=1` every request runs
-alone.
+the waiting requests, and for up to `max_wait` seconds those still on their way in (`arriving`:
+their bodies being read), until `max_batch` texts; it runs them through `run` on one worker thread
+(off the event loop, so torch calls never overlap), and hands each request the slice of results
+that belongs to it, in order. A lone request waits for nobody; under load, requests gather while a
+pass runs. With `max_batch=1` every request runs alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ class MicroBatcher:
         self.queue: asyncio.Queue[Pending] | None = None
         self.pool: ThreadPoolExecutor | None = None
         self.task: asyncio.Task | None = None
+        self.coming = 0  # requests inside `arriving`, not yet submitted
 
     async def start(self) -> None:
         self.queue = asyncio.Queue()
@@ -43,11 +46,24 @@ class MicroBatcher:
         await asyncio.gather(self.task, return_exceptions=True)
         self.pool.shutdown(wait=True)
 
-    async def submit(self, texts: list[str]) -> list:
-        """The results for `texts`, computed with whatever other requests are waiting."""
+    @contextlib.contextmanager
+    def arriving(self):
+        """Around a request's way to `submit` (reading and checking its body): a pass that is
+        gathering waits for it, up to `max_wait`."""
+        self.coming += 1
+        try:
+            yield
+        finally:
+            self.coming -= 1
+
+    def enqueue(self, texts: list[str]) -> asyncio.Future:
+        """A future of the results for `texts`, computed with whatever other requests are waiting."""
         pending = Pending(list(texts), asyncio.get_running_loop().create_future())
         self.queue.put_nowait(pending)
-        return await pending.answer
+        return pending.answer
+
+    async def submit(self, texts: list[str]) -> list:
+        return await self.enqueue(texts)
 
     async def call(self, fn: Callable, *args):
         """`fn(*args)` on the inference thread, in turn with the forward passes (for /explain)."""
@@ -59,7 +75,8 @@ class MicroBatcher:
             await self._answer(batch)
 
     async def _gather(self) -> list[Pending]:
-        """The first waiting request and those that join it within `max_wait`, up to `max_batch` texts."""
+        """The waiting requests, and those arriving that join them within `max_wait`, up to
+        `max_batch` texts."""
         loop = asyncio.get_running_loop()
         batch = [await self.queue.get()]
         count = len(batch[0].texts)
@@ -67,7 +84,7 @@ class MicroBatcher:
         while count < self.max_batch:
             if self.queue.empty():
                 left = deadline - loop.time()
-                if left <= 0:
+                if left <= 0 or not self.coming:  # nobody else is on the way in
                     break
                 try:
                     batch.append(await asyncio.wait_for(self.queue.get(), left))
