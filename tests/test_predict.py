@@ -1,5 +1,6 @@
 """Classifier.predict: one record per text, in order, whatever the text; explain reads the RNN step by step."""
 
+import dataclasses
 import json
 import math
 import os
@@ -80,6 +81,13 @@ def test_threshold_decides_the_second_label(clf):
             clf.predict(["x"], threshold=bad)
 
 
+def test_a_prediction_answered_at_a_threshold_later_is_the_one_asked_for_at_once(clf):
+    """What the server does: one pass without a threshold, each request's threshold applied after."""
+    texts = ["i loved the film", "dull", "", "not bad at all"]
+    for threshold in (0.01, 0.3, 0.5, 0.7, 0.99):
+        assert [p.at_threshold(threshold) for p in clf.predict(texts)] == clf.predict(texts, threshold=threshold)
+
+
 def test_a_megabyte_of_text_is_truncated_and_answered(clf):
     a, b = known_words(clf, 2)
     text = f"{a} {b} " * (1_000_000 // (len(a) + len(b) + 2))
@@ -116,6 +124,7 @@ def test_records_are_what_predict_json_prints(clf):
     record = p.to_dict(top_k=1)
     assert record["label"] == p.label and record["top"] == [(p.label, p.score)]
     assert p.to_dict()["top"] is None  # no ranking asked for
+    assert {k: v for k, v in record.items() if k != "top"} == dataclasses.asdict(p)  # every field, as it is
     ex = clf.explain("the plot is awful , but the cast is great !")
     shown = ex.to_dict()
     assert shown["tokens"] == ex.tokens and shown["probabilities"] == ex.probabilities
