@@ -33,6 +33,13 @@ MAX_BATCH = 1_000_000  # texts per inference batch
 
 
 _stopped_by = [signal.SIGINT]  # the signal that stopped this process, when one did
+_said_stopped = [False]  # whether the line saying so was printed (or left to torchrun's main process)
+
+
+def _say_stopped(line: str | None) -> None:
+    if line is not None:
+        typer.echo(line, err=True)
+    _said_stopped[0] = True
 
 
 def _terminate(signum, frame):
@@ -50,16 +57,14 @@ def clean_errors(command):
         try:
             return command(*args, **kwargs)
         except Interrupted as e:
-            if not e.echo:
-                typer.echo(f"rnncli: {e}", err=True)
+            _say_stopped(None if e.echo else f"rnncli: {e}")
             raise typer.Exit(128 + _stopped_by[0]) from None
         except RnncliError as e:
             if not e.echo:
                 typer.echo(f"rnncli: error: {e}", err=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
-            typer.echo(f"rnncli: interrupted; {command.__name__.rstrip('_')} stopped and saved nothing",
-                       err=True)
+            _say_stopped(f"rnncli: interrupted; {command.__name__.rstrip('_')} stopped and saved nothing")
             raise typer.Exit(128 + _stopped_by[0]) from None
 
     return wrapper
@@ -326,8 +331,8 @@ def _exit_as_stopped(run) -> None:
         from rnncli.checkpoint import RESUME
 
         more = f"; continue with: rnncli train --resume {run.out}" if (run.out / RESUME).exists() else ""
-        typer.echo(f"rnncli: {run.message}; the best model so far (epoch {run.best_epoch}) is saved in "
-                   f"{run.out}{more}", err=True)
+        _say_stopped(f"rnncli: {run.message}; the best model so far (epoch {run.best_epoch}) is saved in "
+                     f"{run.out}{more}")
         raise typer.Exit(128 + _stopped_by[0])
     if run.stopped == "diverged":
         raise typer.Exit(2)
@@ -558,28 +563,34 @@ def main(args: list[str] | None = None) -> None:
     """Run the CLI. A usage mistake (an unknown option, a value typer refuses) is one line on
     stderr too, and exit code 2. Click's exceptions are recognised by their shape, since typer
     either vendors click or depends on it."""
-    command = typer.main.get_command(app)
     try:
+        command = typer.main.get_command(app)
         code = command.main(args=args, standalone_mode=False)
     except KeyboardInterrupt:
-        typer.echo("rnncli: interrupted", err=True)
+        _say_stopped("rnncli: interrupted")
         code = 128 + _stopped_by[0]
-    except Exception as e:
-        kind = type(e).__name__
-        if kind == "Abort":  # click's answer to Ctrl-C or end of input while it parses
-            typer.echo("rnncli: interrupted", err=True)
-            code = 128 + _stopped_by[0]
-        elif not (hasattr(e, "format_message") and hasattr(e, "exit_code")):
-            raise  # not a usage error: our bug, with its traceback
-        elif kind == "NoArgsIsHelpError":  # `rnncli` alone prints its help
-            e.show()
-            code = e.exit_code
-        else:
-            ctx = getattr(e, "ctx", None)
-            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-            typer.echo(f"rnncli: error: {' '.join(e.format_message().split())}{hint}", err=True)
-            code = e.exit_code
+    except Exception as e:  # noqa: BLE001 - _usage_error raises again whatever is not click's
+        code = _usage_error(e)
+    if code == 128 + _stopped_by[0] and not _said_stopped[0]:
+        _say_stopped("rnncli: interrupted")  # typer turns a Ctrl-C while it parses into a bare exit code
     raise SystemExit(code or 0)
+
+
+def _usage_error(e: Exception) -> int:
+    """The exit code of click's answer to a usage mistake or to Ctrl-C, its one line printed."""
+    kind = type(e).__name__
+    if kind == "Abort":  # click's answer to Ctrl-C or end of input while it parses
+        _say_stopped("rnncli: interrupted")
+        return 128 + _stopped_by[0]
+    if not (hasattr(e, "format_message") and hasattr(e, "exit_code")):
+        raise e  # not a usage error: our bug, with its traceback
+    if kind == "NoArgsIsHelpError":  # `rnncli` alone prints its help
+        e.show()
+        return e.exit_code
+    ctx = getattr(e, "ctx", None)
+    hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    typer.echo(f"rnncli: error: {' '.join(e.format_message().split())}{hint}", err=True)
+    return e.exit_code
 
 
 if __name__ == "__main__":
