@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rnncli.errors import Interrupted, RnncliError
+from rnncli.serve.options import ServeOptions
 from rnncli.shapes import ShapesSpec
 
 app = typer.Typer(
@@ -508,34 +509,29 @@ def _print_explanation(ex, as_json: bool) -> None:
     console.print(t)
 
 
+SERVE = ServeOptions()  # the defaults of `rnncli serve`, kept in the library
+
+
 def _serve_option(name: str, *flags: str, **kw):
     """A serve option whose help and default come from `ServeOptions` (defaults written once)."""
-    from rnncli.serve.options import ServeOptions
-
     return typer.Option(*flags, help=ServeOptions.help(name), show_default=False, **kw)
-
-
-def _serve_default(name: str):
-    from rnncli.serve.options import ServeOptions
-
-    return getattr(ServeOptions(), name)
 
 
 @app.command()
 @clean_errors
 def serve(
     *,
-    model: Annotated[str, _serve_option("model")] = _serve_default("model"),
-    host: Annotated[str, _serve_option("host")] = _serve_default("host"),
-    port: Annotated[int, _serve_option("port")] = _serve_default("port"),
-    device: Annotated[str, _serve_option("device")] = _serve_default("device"),
-    max_batch: Annotated[int, _serve_option("max_batch")] = _serve_default("max_batch"),
-    max_wait_ms: Annotated[float, _serve_option("max_wait_ms")] = _serve_default("max_wait_ms"),
-    max_texts: Annotated[int, _serve_option("max_texts")] = _serve_default("max_texts"),
-    max_body: Annotated[int, _serve_option("max_body")] = _serve_default("max_body"),
-    workers: Annotated[int, _serve_option("workers")] = _serve_default("workers"),
+    model: Annotated[str, _serve_option("model")] = SERVE.model,
+    host: Annotated[str, _serve_option("host")] = SERVE.host,
+    port: Annotated[int, _serve_option("port")] = SERVE.port,
+    device: Annotated[str, _serve_option("device")] = SERVE.device,
+    max_batch: Annotated[int, _serve_option("max_batch")] = SERVE.max_batch,
+    max_wait_ms: Annotated[float, _serve_option("max_wait_ms")] = SERVE.max_wait_ms,
+    max_texts: Annotated[int, _serve_option("max_texts")] = SERVE.max_texts,
+    max_body: Annotated[int, _serve_option("max_body")] = SERVE.max_body,
+    workers: Annotated[int, _serve_option("workers")] = SERVE.workers,
     allowed_host: Annotated[list[str] | None, _serve_option("allowed_host", metavar="<name>")] = None,
-    access_log: Annotated[bool, _serve_option("access_log")] = _serve_default("access_log"),
+    access_log: Annotated[bool, _serve_option("access_log")] = SERVE.access_log,
     api_key: Annotated[str | None, _serve_option("api_key", envvar="RNNCLI_API_KEY", show_envvar=True)] = None,
 ):
     """Keep a trained model loaded behind an HTTP API: POST /predict and /explain, GET /info,
@@ -544,11 +540,12 @@ def serve(
     Example: rnncli serve --model runs/latest --port 8000, then
     curl -s --json '{"texts": ["a gorgeous, witty film"]}' localhost:8000/predict
     """
-    from rnncli.serve import ServeOptions, require_extra
+    from rnncli.serve import require_extra
 
     options = ServeOptions(model=model, host=host, port=port, device=device, max_batch=max_batch,
                            max_wait_ms=max_wait_ms, max_texts=max_texts, max_body=max_body, workers=workers,
-                           allowed_host=tuple(allowed_host) if allowed_host else None, access_log=access_log, api_key=api_key)
+                           allowed_host=tuple(allowed_host) if allowed_host else None, access_log=access_log,
+                           api_key=api_key)
     options.check()
     require_extra()
     from rnncli.serve.server import address, build, listen, run

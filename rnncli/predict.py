@@ -27,12 +27,11 @@ def check_threshold(threshold: float | None) -> None:
         raise RnncliError(f"--threshold must be a number between 0 and 1 (exclusive), not {threshold}")
 
 
-def choose(p, threshold: float | None = None) -> int:
-    """The class a row of probabilities answers: the likeliest, or with a threshold (two classes)
-    the second only above it."""
-    if threshold is not None:
-        return 1 if p[1] > threshold else 0
-    return int(np.argmax(p))
+def choose(p, threshold: float | None = None) -> np.ndarray:
+    """The class each row of probabilities answers, (..., classes) -> (...): the likeliest, or with
+    a threshold (two classes) the second only above it."""
+    p = np.asarray(p)
+    return (p[..., 1] > threshold).astype(np.int64) if threshold is not None else p.argmax(-1)
 
 
 @dataclass
@@ -62,12 +61,14 @@ class Prediction:
         if threshold is None or self.empty:
             return self
         names = list(self.probabilities)
-        label = names[choose(list(self.probabilities.values()), threshold)]
+        label = names[int(choose(list(self.probabilities.values()), threshold))]
         return replace(self, label=label, score=self.probabilities[label])
 
 
-def _epochs(folder: Path, read_metrics) -> list[dict]:
+def _epochs(folder: Path) -> list[dict]:
     """metrics.jsonl's records; an unreadable file gives none rather than stopping a server."""
+    from rnncli.checkpoint import read_metrics
+
     try:
         return read_metrics(folder)
     except (OSError, ValueError):
@@ -110,7 +111,7 @@ class Classifier:
     def card(self) -> dict:
         """What the model is: labels, architecture and size, the data it learned from, its best and
         per-epoch validation metrics, and the versions it was trained and is run with."""
-        from rnncli.checkpoint import read_metrics, versions
+        from rnncli.checkpoint import versions
 
         meta, config = self.loaded.meta, self.loaded.config
         return {
@@ -122,7 +123,7 @@ class Classifier:
             "max_length": self.max_length,
             "data": meta.get("dataset", {}),
             "best": meta.get("best", {}),
-            "epochs": _epochs(self.loaded.path, read_metrics),
+            "epochs": _epochs(self.loaded.path),
             "trained_with": meta.get("versions", {}),
             "versions": versions(),
         }
@@ -150,7 +151,7 @@ class Classifier:
 
         enc, empty = self._encode(texts)
         probs = probabilities(self.model, enc, batch_size, self.device)  # (texts, classes)
-        chosen = (probs[:, 1] > threshold).astype(np.int64) if threshold is not None else probs.argmax(1)
+        chosen = choose(probs, threshold)  # (texts,)
         unknown = np.add.reduceat((enc.ids == UNK_ID).astype(np.int64), enc.starts) / enc.lengths  # (texts,)
         truncated = enc.full_lengths > self.max_length
         out = []

@@ -103,3 +103,11 @@ def model_folder(tmp_path):
         return tmp_path / name, model
 
     return make
+
+
+def one_line_error(p, code=2) -> str:
+    """The single stderr line of a refused command."""
+    assert p.returncode == code, (p.returncode, p.stdout[-2000:], p.stderr[-2000:])
+    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in p.stderr + p.stdout, p.stderr
+    return lines[0]

@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+from conftest import one_line_error
 
 from rnncli import checkpoint
 from rnncli.config import from_dict, help_text
@@ -42,14 +43,6 @@ def run_measured(args, cwd):
     p = subprocess.run([sys.executable, "-c", PEAK, str(cwd / "peak-kb"), *args], cwd=cwd, env=ENV,
                        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, check=False)
     return p, int((cwd / "peak-kb").read_text()) / 1024
-
-
-def one_line_error(p, code=2) -> str:
-    """The single stderr line of a refused command."""
-    assert p.returncode == code, (p.returncode, p.stdout[-2000:], p.stderr[-2000:])
-    lines = [line for line in p.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in p.stderr + p.stdout, p.stderr
-    return lines[0]
 
 
 @pytest.mark.parametrize("flag, value", [

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from conftest import one_line_error
 
 from rnncli import load_model
 from rnncli.builtin import generate
@@ -337,10 +338,10 @@ def run_serve(*args, env=None):
 
 
 def one_line(p) -> str:
-    assert p.returncode == 2, (p.returncode, p.stderr)
-    lines = [line for line in p.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in p.stderr and "serving" not in p.stderr, p.stderr
-    return lines[0]
+    """The single stderr line of a refused `serve`, which never got as far as saying where it serves."""
+    line = one_line_error(p)
+    assert "serving" not in p.stderr, p.stderr
+    return line
 
 
 def test_a_broken_model_folder_is_refused_before_any_port_opens(tiny_model_copy, tmp_path):

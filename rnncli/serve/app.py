@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.routing import Route
 
+from rnncli import __version__
 from rnncli.errors import RnncliError
 from rnncli.serve.batcher import MicroBatcher
 from rnncli.serve.metrics import Metrics, MetricsMiddleware
@@ -36,8 +37,8 @@ class PredictRequest(BaseModel):
     texts: list[str] | None = Field(None, description="Texts to classify; one record each, in order.",
                                     examples=[["a gorgeous, witty film", "dull and far too long"]])
     top_k: int | None = Field(None, ge=1, description="Add the K likeliest labels to each record (`top`).")
-    threshold: float | None = Field(None, gt=0, lt=1, allow_inf_nan=False, description="Two-class models: answer the second "
-                                    "label only above this probability.")
+    threshold: float | None = Field(None, gt=0, lt=1, allow_inf_nan=False,
+                                    description="Two-class models: answer the second label only above this probability.")
     inputs: str | list[str] | None = Field(None, description="Hugging Face shape: a text or a list of texts.")
     parameters: HFParameters | None = None
     options: dict[str, Any] | None = Field(None, description="Hugging Face's options (wait_for_model, "
@@ -79,9 +80,9 @@ def create_app(classifier, options: ServeOptions) -> FastAPI:
         await batcher.stop()
 
     app = FastAPI(title="rnncli", summary="A recurrent-network text classifier, kept loaded.",
-                  version=classifier.card()["versions"]["rnncli"], lifespan=lifespan)
+                  version=__version__, lifespan=lifespan)
     _add_routes(app, classifier, batcher, metrics, options)
-    _add_error_handlers(app, options)
+    _add_error_handlers(app)
     if options.api_key is not None:
         app.add_middleware(BearerKey, key=options.api_key)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=options.hosts())
@@ -153,14 +154,15 @@ async def _read(http: Request, model: type[BaseModel], limit: int):
     kind = http.headers.get("content-type", "")
     if "json" not in kind.split(";")[0]:
         raise HTTPException(415, f"send the body as JSON, with Content-Type: application/json (not {kind or 'none'})")
+    too_large = f"the body is larger than this server takes: {limit:,} bytes (--max-body)"
     declared = http.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413)
+        raise HTTPException(413, too_large)
     chunks, size = [], 0
     async for chunk in http.stream():
         size += len(chunk)
         if size > limit:
-            raise HTTPException(413)
+            raise HTTPException(413, too_large)
         chunks.append(chunk)
     body = b"".join(chunks)
     if not body.strip():
@@ -184,13 +186,10 @@ def _one_line(errors: list[dict]) -> str:
     return f"{where}: {message}" if where else message
 
 
-def _add_error_handlers(app: FastAPI, options: ServeOptions) -> None:
+def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def refused(request: Request, exc: HTTPException):
-        detail = exc.detail
-        if exc.status_code == 413:
-            detail = f"the body is larger than this server takes: {options.max_body:,} bytes (--max-body)"
-        return JSONResponse({"detail": str(detail)}, status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RnncliError)
     async def impossible(request: Request, exc: RnncliError):
