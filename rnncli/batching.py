@@ -9,11 +9,14 @@ or `StreamBatches` (a stream, a buffer at a time), both `epoch(epoch, rng)` -> (
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from rnncli.tokenizer import Encoded
+
+if TYPE_CHECKING:
+    import torch
 
 
 class LengthBuckets:
@@ -39,6 +42,8 @@ class LengthBuckets:
         With `parts` > 1 this yields every parts-th batch from `part` on, for one of several
         data-parallel processes; the plan wraps around so every part gets as many batches.
         """
+        import torch
+
         plan = []
         for b, (_, idx, _) in enumerate(self.buckets):
             rows = rng.permutation(len(idx)) if rng is not None else np.arange(len(idx))
@@ -63,6 +68,8 @@ class SplitBatches:
     With `parts` data-parallel processes, each takes every parts-th batch from `part` on."""
 
     def __init__(self, enc: Encoded, labels: np.ndarray, batch_size: int, part: int = 0, parts: int = 1):
+        import torch
+
         self.buckets = LengthBuckets(enc)
         self.labels = torch.from_numpy(labels)  # (texts,)
         self.batch_size, self.part, self.parts = batch_size, part, parts
@@ -86,6 +93,8 @@ class StreamBatches:
         self.part, self.parts = part, parts
 
     def epoch(self, epoch: int, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        import torch
+
         from rnncli.tokenizer import encode
 
         for chunk in self.corpus.chunks(self.buffer, self.seed, epoch, part=self.part, parts=self.parts):
@@ -95,12 +104,13 @@ class StreamBatches:
                 yield ids, labels[idx]  # (seq, batch), (batch,)
 
 
-def sorted_padded_batches(enc: Encoded, batch_size: int
-                          ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
-    """Inference batches of neighbouring lengths, right-padded with 0: (indices, ids (seq, batch), lengths).
+def sorted_padded_batches(enc: Encoded, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Inference batches of neighbouring lengths, right-padded with 0: (indices, ids (seq, batch), lengths),
+    as numpy arrays.
 
-    Fewer, fuller batches than exact lengths; sorting keeps the padding small. For one-direction
-    models only, whose outputs at a text's own steps never see the padding after it.
+    Fewer, fuller batches than exact lengths; sorting keeps the padding small. For models whose
+    outputs at a text's own steps never see the padding after it: one-direction torch models, and
+    every exported one (see rnncli.export).
     """
     order = np.argsort(enc.lengths, kind="stable")
     for start in range(0, len(order), batch_size):
@@ -110,12 +120,14 @@ def sorted_padded_batches(enc: Encoded, batch_size: int
         cols = np.arange(width)[None, :]
         gather = np.minimum(enc.starts[idx][:, None] + cols, len(enc.ids) - 1)  # (batch, seq)
         ids = np.where(cols < lengths[:, None], enc.ids[gather], 0)  # 0 = <pad>
-        yield idx, torch.from_numpy(np.ascontiguousarray(ids.T)), torch.from_numpy(lengths)
+        yield idx, np.ascontiguousarray(ids.T), lengths  # (batch,), (seq, batch), (batch,)
 
 
 def packed_batch(enc: Encoded, rows: np.ndarray) -> tuple[np.ndarray, torch.Tensor, list[int]]:
     """The texts at `rows` packed for `RNNClassifier.packed_logits`: (their order, longest first;
     ids (tokens,): step 0 of every text, then step 1 of those that long, ...; texts per step)."""
+    import torch
+
     lengths = enc.lengths[rows]
     order = np.argsort(-lengths, kind="stable")
     ordered = lengths[order]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,6 +33,7 @@ class Loaded:
     config: Config
     meta: dict  # everything in config.json
     path: Path
+    runtime: str = "torch"  # what runs `model`: "torch" (an RNNClassifier) or "onnx" (an OnnxModel)
 
     @property
     def labels(self) -> list[str]:
@@ -165,7 +167,6 @@ def load(folder: str | Path = "runs/latest", device: str = "cpu", inspected: tup
     from safetensors.torch import load_file
 
     from rnncli.model import RNNClassifier
-    from rnncli.tokenizer import load_tokenizer
 
     folder = Path(folder)
     weights = folder / WEIGHTS
@@ -173,18 +174,39 @@ def load(folder: str | Path = "runs/latest", device: str = "cpu", inspected: tup
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
         raise RnncliError(f"{weights}: unreadable or truncated ({first_line(e)})") from None
-    tokenizer = load_tokenizer(folder / TOKENIZER)
     model = RNNClassifier(config.model, vocab_size=meta["vocab_size"], num_classes=len(meta["labels"]))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         detail = " ".join(str(e).split())[:200]
         raise RnncliError(f"{weights}: does not match {CONFIG} ({detail})") from None
+    tokenizer = folder_tokenizer(folder, meta)
+    model.to(torch.device(device)).eval()
+    return Loaded(model=model, tokenizer=tokenizer, config=config, meta=meta, path=folder)
+
+
+def folder_tokenizer(folder: Path, meta: dict):
+    """The folder's tokenizer.json, which must know as many words as config.json says."""
+    from rnncli.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(folder / TOKENIZER)
     if tokenizer.get_vocab_size() != meta["vocab_size"]:
         raise RnncliError(f"{folder / TOKENIZER}: {tokenizer.get_vocab_size()} words, but {CONFIG} "
                           f"says {meta['vocab_size']}")
-    model.to(torch.device(device)).eval()
-    return Loaded(model=model, tokenizer=tokenizer, config=config, meta=meta, path=folder)
+    return tokenizer
+
+
+def open_model(folder: str | Path, device: str = "cpu", inspected: tuple[dict, Config] | None = None,
+               runtime: str = "torch") -> Loaded:
+    """The folder loaded for the runtime `--runtime auto|torch|onnx` picks (see
+    `onnxmodel.resolve_runtime`): its weights in torch, or its model.onnx in onnxruntime."""
+    from rnncli import onnxmodel
+
+    if onnxmodel.resolve_runtime(runtime, folder, device) == "onnx":
+        return onnxmodel.load(folder, inspected)
+    from rnncli.device import resolve_device
+
+    return load(folder, device=str(resolve_device(device)), inspected=inspected)
 
 
 def save_resume(folder: Path, model, optimizer, state: dict) -> None:
@@ -313,20 +335,21 @@ def new_folder_path(out: str, dataset: str) -> Path:
     return path
 
 
-def versions() -> dict[str, str]:
-    """Package versions, torch's as the build names itself (2.14.1+cu130, 2.13.0+cpu): the build,
-    not only the release, decides which kernels ran."""
+def versions(*extra: str) -> dict[str, str]:
+    """Package versions (rnncli's own and `extra` ones), torch's as the build names itself
+    (2.14.1+cu130, 2.13.0+cpu) where it is imported: the build, not only the release, decides
+    which kernels ran."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for pkg in ("rnncli", "torch", "datasets", "tokenizers", "safetensors"):
+    for pkg in ("rnncli", "torch", "datasets", "tokenizers", "safetensors", *extra):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:  # pragma: no cover
             out[pkg] = "unknown"
-    import torch
-
-    out["torch"] = torch.__version__
+    torch = sys.modules.get("torch")  # not imported where model.onnx runs the model
+    if torch is not None:
+        out["torch"] = torch.__version__
     return out
 
 

@@ -107,6 +107,10 @@ def _help(text: str, default=None) -> str:
 
 
 SHAPES = ShapesSpec()  # the defaults of `rnncli shapes`, kept in the library
+RUNTIME = typer.Option(help=_help("What runs the model: torch (the weights), onnx (the folder's model.onnx in "
+                                  "onnxruntime, without torch; see rnncli export), or auto: onnx when the "
+                                  "folder has a model.onnx, onnxruntime is installed and the device is the "
+                                  "CPU, else torch.", "auto"), show_default=False)
 
 
 def _spec(name: str, text: str):
@@ -368,6 +372,7 @@ def eval_(
     batch_size: Annotated[int, typer.Option(min=1, max=MAX_BATCH, help=_help("Texts per batch.", 128),
                                             show_default=False)] = 128,
     device: Annotated[str, typer.Option(help=_help("auto, cpu, cuda or cuda:N.", "cpu"), show_default=False)] = "cpu",
+    runtime: Annotated[str, RUNTIME] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ):
     """Score a trained model: accuracy, macro-F1, per-class scores, confusion matrix, speed."""
@@ -377,7 +382,7 @@ def eval_(
     from rnncli.evaluate import evaluate_folder
 
     ev = evaluate_folder(model, dataset=dataset, split=split, batch_size=batch_size, device=device,
-                         inspected=checked)
+                         inspected=checked, runtime=runtime)
     if as_json:
         typer.echo(json.dumps(ev.to_dict()))
         return
@@ -388,7 +393,7 @@ def _print_evaluation(ev) -> None:
     m = ev.metrics
     console.print(f"[bold]{ev.model}[/bold] on {ev.dataset} ({ev.split}, {m.examples:,} texts)")
     console.print(f"accuracy [bold]{m.accuracy:.2%}[/bold]  macro-F1 {m.macro_f1:.3f}  loss {m.loss:.4f}  "
-                  f"{m.examples_per_second:,.0f} texts/s")
+                  f"{m.examples_per_second:,.0f} texts/s ({ev.runtime})")
     console.print(f"majority-class baseline ({m.majority_label!r} always): {m.majority_accuracy:.2%}")
     if m.accuracy <= m.majority_accuracy:
         console.print("[yellow]warning: the model does not beat always answering the majority class[/yellow]")
@@ -428,6 +433,7 @@ def predict(
                                                 "step), or the attention each word gets (--pool attn). "
                                                 "(default: off)", show_default=False)] = False,
     device: Annotated[str, typer.Option(help=_help("auto, cpu, cuda or cuda:N.", "cpu"), show_default=False)] = "cpu",
+    runtime: Annotated[str, RUNTIME] = "auto",
 ):
     """Classify texts with a trained model: one record per input line, in input order.
 
@@ -443,7 +449,9 @@ def predict(
     from rnncli.predict import Classifier, check_threshold
 
     check_threshold(threshold)
-    clf = Classifier.load(model, device=device, inspected=checked)
+    runtime = "torch" if explain and runtime == "auto" else runtime  # only torch reads every step's state
+    clf = Classifier.load(model, device=device, inspected=checked, runtime=runtime)
+    _say_runtime(clf, runtime)
     if not lines:  # an empty file or standard input: no texts, no records
         return
     if explain:
@@ -456,6 +464,13 @@ def predict(
             typer.echo(jsonl(p.to_dict(top_k)))
         return
     _print_predictions(preds, top_k)
+
+
+def _say_runtime(clf, asked: str) -> None:
+    """A line on stderr when --runtime auto chose the folder's model.onnx over its weights."""
+    if asked == "auto" and clf.runtime == "onnx":
+        typer.echo(f"rnncli: running model.onnx ({clf.model.precision}) in onnxruntime; "
+                   f"--runtime torch runs the weights", err=True)
 
 
 def _print_predictions(preds, top_k: int | None) -> None:
@@ -507,6 +522,53 @@ def _print_explanation(ex, as_json: bool) -> None:
         bar = "#" * round(row[k] * 20)
         t.add_row(str(i), token, ex.labels[k], *(f"{v:.3f}" for v in row), bar)
     console.print(t)
+
+
+@app.command()
+@clean_errors
+def export(
+    *,
+    model: Annotated[str, typer.Option(help=_help("Model folder.", "runs/latest"), show_default=False)] = "runs/latest",
+    format: Annotated[str, typer.Option("--format", help=_help("File format; onnx is the one there is.", "onnx"),
+                                        show_default=False)] = "onnx",
+    quantize: Annotated[str, typer.Option(help=_help(
+        "none, or int8: onnxruntime's dynamic quantization, a smaller file, with the validation "
+        "accuracy before and after it reported.", "none"), show_default=False)] = "none",
+    out: Annotated[Path | None, typer.Option(help=_help("File to write.", "model.onnx in the model folder"),
+                                             show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+):
+    """Write the model as ONNX, for onnxruntime (rnncli predict --runtime onnx, no torch) or any other
+    ONNX runtime. The file is checked against the torch model before it is kept. Needs
+    pip install "rnncli[onnx]".
+
+    Example: rnncli export --model runs/latest, then rnncli predict --runtime onnx "a gorgeous, witty film"
+    """
+    from rnncli.checkpoint import inspect
+
+    inspect(model)  # a broken or crafted folder fails in milliseconds, before torch is imported
+    from rnncli.export import export as export_model
+
+    with Console(stderr=True).status("exporting and checking against torch", spinner="line"):
+        done = export_model(model, out=out, quantize=quantize, format=format)
+    if as_json:
+        typer.echo(json.dumps(done.to_dict()))
+        return
+    _print_export(done)
+
+
+def _print_export(done) -> None:
+    precision = "fp32" if done.quantize == "none" else done.quantize
+    console.print(f"wrote [bold]{done.path}[/bold]: {done.bytes / 1e6:,.1f} MB, {precision} (the weights: "
+                  f"{done.weights_bytes / 1e6:,.1f} MB)")
+    console.print(f"checked against torch on {len(done.checks)} batches (1 to "
+                  f"{max(c.batch for c in done.checks)} texts, 1 to {max(max(c.lengths) for c in done.checks)} "
+                  f"tokens): largest difference in a probability {done.max_difference:.1e} "
+                  f"(at most {done.tolerance:g})")
+    if done.accuracy:
+        a = done.accuracy
+        console.print(f"{a['split']} accuracy ({a['texts']:,} texts): torch {a['torch']:.2%}, "
+                      f"onnx {precision} {a['onnx']:.2%} ({a['onnx'] - a['torch']:+.2%})")
 
 
 SERVE = ServeOptions()  # the defaults of `rnncli serve`, kept in the library

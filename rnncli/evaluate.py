@@ -6,9 +6,7 @@ import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 
-from rnncli.inference import logits_of
 from rnncli.tokenizer import Encoded
 
 
@@ -70,10 +68,9 @@ def evaluate(model, enc: Encoded, gold: np.ndarray, labels: list[str], batch_siz
     gold = np.asarray(gold, dtype=np.int64)
     rows = np.arange(dist.rank, len(gold), dist.world)
     start = time.perf_counter()
-    logits = logits_of(model, enc.subset(rows), batch_size, device)  # (rows, classes)
-    gold_t = torch.from_numpy(gold[rows])
-    loss_sum = float(torch.nn.functional.cross_entropy(logits, gold_t, reduction="sum")) if len(rows) else 0.0
-    confusion = confusion_of(gold[rows], logits.argmax(1).numpy(), len(labels))
+    logits = _logits(model, enc.subset(rows), batch_size, device)  # (rows, classes)
+    loss_sum = cross_entropy_sum(logits, gold[rows])
+    confusion = confusion_of(gold[rows], logits.argmax(1), len(labels))
     if dist.active:
         summed = all_sum(np.append(confusion.ravel(), loss_sum), dist, device or next(model.parameters()).device)
         confusion, loss_sum = summed[:-1].round().astype(np.int64).reshape(confusion.shape), float(summed[-1])
@@ -92,30 +89,61 @@ def evaluate(model, enc: Encoded, gold: np.ndarray, labels: list[str], batch_siz
     )
 
 
+def _logits(model, enc: Encoded, batch_size: int, device) -> np.ndarray:
+    """(texts, classes) float32 from a torch model or an exported one (`onnxmodel.OnnxModel`)."""
+    if getattr(model, "runtime", "torch") == "onnx":
+        return model.logits(enc, batch_size)
+    from rnncli.inference import logits_of
+
+    return logits_of(model, enc, batch_size, device).numpy()
+
+
+def cross_entropy_sum(logits: np.ndarray, gold: np.ndarray) -> float:
+    """The summed cross-entropy of rows of logits against their gold classes, in float64:
+    log-sum-exp of each row minus its gold logit."""
+    z = np.asarray(logits, dtype=np.float64)  # (rows, classes)
+    top = z.max(1, keepdims=True) if len(z) else z[:, :1]  # (rows, 1), for exp without overflow
+    lse = np.log(np.exp(z - top).sum(1)) + top[:, 0]  # (rows,)
+    return float((lse - z[np.arange(len(z)), gold]).sum())
+
+
 @dataclass
 class Evaluation:
     model: str
     dataset: str
     split: str
     metrics: Metrics
+    runtime: str = "torch"  # what ran the model: torch, or onnxruntime on its model.onnx
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "dataset": self.dataset, "split": self.split, **self.metrics.to_dict()}
+        return {"model": self.model, "dataset": self.dataset, "split": self.split, "runtime": self.runtime,
+                **self.metrics.to_dict()}
 
 
 def evaluate_folder(model_dir: str = "runs/latest", dataset: str | None = None, split: str | None = None,
-                    batch_size: int = 128, device: str = "cpu", inspected=None) -> Evaluation:
+                    batch_size: int = 128, device: str = "cpu", inspected=None, runtime: str = "torch"
+                    ) -> Evaluation:
     """Load a model folder and score it on a split of its own data set, or of another one.
-    `inspected` is `checkpoint.inspect(model_dir)` when already done."""
-    import dataclasses
-
-    from rnncli.checkpoint import load
-    from rnncli.data import load_corpus
-    from rnncli.device import resolve_device
-    from rnncli.errors import RnncliError
+    `inspected` is `checkpoint.inspect(model_dir)` when already done; `runtime` as
+    `onnxmodel.resolve_runtime` takes it."""
+    from rnncli.checkpoint import open_model
     from rnncli.tokenizer import encode
 
-    loaded = load(model_dir, device=str(resolve_device(device)), inspected=inspected)
+    loaded = open_model(model_dir, device=device, inspected=inspected, runtime=runtime)
+    dataset, split, data = labelled_split(loaded, dataset, split)
+    enc = encode(loaded.tokenizer, data.texts, loaded.config.data.max_length)
+    metrics = evaluate(loaded.model, enc, data.labels, loaded.labels, batch_size=batch_size)
+    return Evaluation(model=str(model_dir), dataset=dataset, split=split, metrics=metrics, runtime=loaded.runtime)
+
+
+def labelled_split(loaded, dataset: str | None = None, split: str | None = None):
+    """(dataset, split, its labelled rows) to score a loaded model folder on: by default its own
+    data set's test split, else its validation split."""
+    import dataclasses
+
+    from rnncli.data import load_corpus
+    from rnncli.errors import RnncliError
+
     cfg = loaded.config
     source = loaded.meta.get("dataset", {}).get("source")
     dataset = dataset or source or cfg.data.dataset
@@ -134,6 +162,4 @@ def evaluate_folder(model_dir: str = "runs/latest", dataset: str | None = None, 
     data = corpus.splits[split]
     if len(data) == 0:
         raise RnncliError(f"{dataset}: the {split} split has no labeled rows")
-    enc = encode(loaded.tokenizer, data.texts, cfg.data.max_length)
-    metrics = evaluate(loaded.model, enc, data.labels, loaded.labels, batch_size=batch_size)
-    return Evaluation(model=str(model_dir), dataset=dataset, split=split, metrics=metrics)
+    return dataset, split, data

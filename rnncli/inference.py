@@ -52,7 +52,8 @@ def logits_of(model, enc: Encoded, batch_size: int = 128, device=None) -> torch.
             out[torch.from_numpy(idx)] = model.packed_logits(ids, sizes).float()  # (texts, classes)
     elif model.directions == 1:  # padding after a text cannot reach it: fewer, fuller batches
         for idx, ids, lengths in sorted_padded_batches(enc, batch_size):
-            out[torch.from_numpy(idx)] = model(ids.to(device), lengths).float().cpu()  # (batch, classes)
+            ids, lengths = torch.from_numpy(ids).to(device), torch.from_numpy(lengths)  # (seq, batch), (batch,)
+            out[torch.from_numpy(idx)] = model(ids, lengths).float().cpu()  # (batch, classes)
     else:
         for idx, ids in LengthBuckets(enc).batches(batch_size):
             out[torch.from_numpy(idx)] = model(ids.to(device)).float().cpu()  # (batch, classes)

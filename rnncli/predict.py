@@ -1,7 +1,8 @@
 """Use a trained model: labels and probabilities for texts, and the sentiment trajectory of one text.
 
 `Classifier.load("runs/latest").predict(["great film", "dull"])`. Imports neither `datasets` nor
-pandas/pyarrow, so a prediction starts about as fast as torch itself.
+pandas/pyarrow, so a prediction starts about as fast as torch itself; with `runtime="onnx"` the
+folder's model.onnx runs in onnxruntime and torch is not imported at all.
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from rnncli.checkpoint import Loaded, load
+from rnncli.checkpoint import Loaded, open_model
 from rnncli.errors import RnncliError
 from rnncli.tokenizer import UNK_ID, Encoded
 
@@ -95,37 +95,41 @@ class Explanation:
 class Classifier:
     def __init__(self, loaded: Loaded):
         self.loaded = loaded
-        self.model = loaded.model
+        self.model = loaded.model  # an RNNClassifier, or an OnnxModel when runtime is "onnx"
+        self.runtime = loaded.runtime
         self.tokenizer = loaded.tokenizer
         self.labels = list(loaded.labels)
         self.max_length = loaded.config.data.max_length
-        self.device = next(self.model.parameters()).device
+        self.device = next(self.model.parameters()).device if self.runtime == "torch" else "cpu"
 
     @classmethod
-    def load(cls, path: str | Path = "runs/latest", device: str = "cpu", inspected=None) -> Classifier:
-        """The model in folder `path`; `inspected` is `checkpoint.inspect(path)` when already done."""
-        from rnncli.device import resolve_device
-
-        return cls(load(path, device=str(resolve_device(device)), inspected=inspected))
+    def load(cls, path: str | Path = "runs/latest", device: str = "cpu", inspected=None,
+             runtime: str = "torch") -> Classifier:
+        """The model in folder `path`; `inspected` is `checkpoint.inspect(path)` when already done;
+        `runtime` "auto", "torch" or "onnx" (see `onnxmodel.resolve_runtime`)."""
+        return cls(open_model(path, device=device, inspected=inspected, runtime=runtime))
 
     def card(self) -> dict:
         """What the model is: labels, architecture and size, the data it learned from, its best and
         per-epoch validation metrics, and the versions it was trained and is run with."""
         from rnncli.checkpoint import versions
+        from rnncli.layout import weight_shapes
 
         meta, config = self.loaded.meta, self.loaded.config
+        shapes = weight_shapes(config.model, meta["vocab_size"], len(self.labels))
         return {
             "model": self.loaded.path.resolve().name,
             "labels": self.labels,
             "architecture": asdict(config.model),
-            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "parameters": sum(int(np.prod(shape)) for shape in shapes.values()),
             "vocab_size": meta["vocab_size"],
             "max_length": self.max_length,
             "data": meta.get("dataset", {}),
             "best": meta.get("best", {}),
             "epochs": _epochs(self.loaded.path),
             "trained_with": meta.get("versions", {}),
-            "versions": versions(),
+            "runtime": self.runtime if self.runtime == "torch" else f"onnx ({self.model.precision})",
+            "versions": versions(*(["onnxruntime"] if self.runtime == "onnx" else [])),
         }
 
     def check_threshold(self, threshold: float | None) -> None:
@@ -147,10 +151,8 @@ class Classifier:
         texts = list(texts)
         if not texts:
             return []
-        from rnncli.inference import probabilities
-
         enc, empty = self._encode(texts)
-        probs = probabilities(self.model, enc, batch_size, self.device)  # (texts, classes)
+        probs = self._probabilities(enc, batch_size)  # (texts, classes)
         chosen = choose(probs, threshold)  # (texts,)
         unknown = np.add.reduceat((enc.ids == UNK_ID).astype(np.int64), enc.starts) / enc.lengths  # (texts,)
         truncated = enc.full_lengths > self.max_length
@@ -165,11 +167,28 @@ class Classifier:
                                   truncated=cut))
         return out
 
-    @torch.inference_mode()
+    def _probabilities(self, enc: Encoded, batch_size: int) -> np.ndarray:
+        if self.runtime == "onnx":
+            return self.model.probabilities(enc, batch_size)
+        from rnncli.inference import probabilities
+
+        return probabilities(self.model, enc, batch_size, self.device)
+
     def explain(self, text: str) -> Explanation:
         """How the model read `text`, from the RNN's `out` at every step: the class probabilities
         after each prefix (a one-direction model pooled at the last step), or the attention weight
         each token got (`attn` pooling)."""
+        if self.runtime != "torch":
+            raise RnncliError("--explain reads the RNN's state after every word, which model.onnx does not "
+                              "give; use --runtime torch")
+        import torch
+
+        with torch.inference_mode():
+            return self._explain(text)
+
+    def _explain(self, text: str) -> Explanation:
+        import torch
+
         if not self.model.explainable:
             why = "bidirectional" if self.model.directions == 2 else f"pooled by {self.model.config.pool}"
             raise RnncliError(f"--explain reads the state after each word, which is the model's answer only "

@@ -64,7 +64,7 @@ class _Layer(torch.autograd.Function):
         return grad_x, grad_w_ih, grad_w_hh, grad_bias, grad_bias, None
 
 
-def _weights(rnn: nn.RNN, suffix: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def layer_weights(rnn: nn.RNN, suffix: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """W_ih, W_hh, b_ih and b_hh of one layer and direction (suffix `_l0`, `_l1_reverse`, ...)."""
     w_ih, w_hh = getattr(rnn, "weight_ih" + suffix), getattr(rnn, "weight_hh" + suffix)
     if not rnn.bias:
@@ -91,7 +91,7 @@ def run_packed(rnn: nn.RNN, x: torch.Tensor, batch_sizes: list[int]) -> torch.Te
     for n in batch_sizes[:-1]:
         starts.append(starts[-1] + n)
     for layer in range(rnn.num_layers):
-        w_ih, w_hh, b_ih, b_hh = _weights(rnn, f"_l{layer}")
+        w_ih, w_hh, b_ih, b_hh = layer_weights(rnn, f"_l{layer}")
         out = torch.addmm(b_ih + b_hh, x, w_ih.t())  # (tokens, hidden): every step's input term at once
         w_hh_t = w_hh.t()
         act(out[: batch_sizes[0]])  # h_0 = 0
@@ -111,7 +111,7 @@ def run(rnn: nn.RNN, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     for layer in range(rnn.num_layers):
         outputs = []
         for d in range(dirs):
-            w_ih, w_hh, b_ih, b_hh = _weights(rnn, f"_l{layer}" + ("_reverse" if d else ""))
+            w_ih, w_hh, b_ih, b_hh = layer_weights(rnn, f"_l{layer}" + ("_reverse" if d else ""))
             seq_in = layer_input.flip(0) if d else layer_input  # the reverse direction reads backwards
             if torch.is_grad_enabled():
                 out = _Layer.apply(seq_in, w_ih, w_hh, b_ih, b_hh, relu)  # (seq, batch, hidden)
