@@ -587,6 +587,7 @@ def serve(
     host: Annotated[str, _serve_option("host")] = SERVE.host,
     port: Annotated[int, _serve_option("port")] = SERVE.port,
     device: Annotated[str, _serve_option("device")] = SERVE.device,
+    runtime: Annotated[str, _serve_option("runtime")] = SERVE.runtime,
     max_batch: Annotated[int, _serve_option("max_batch")] = SERVE.max_batch,
     max_wait_ms: Annotated[float, _serve_option("max_wait_ms")] = SERVE.max_wait_ms,
     max_texts: Annotated[int, _serve_option("max_texts")] = SERVE.max_texts,
@@ -604,9 +605,9 @@ def serve(
     """
     from rnncli.serve import require_extra
 
-    options = ServeOptions(model=model, host=host, port=port, device=device, max_batch=max_batch,
-                           max_wait_ms=max_wait_ms, max_texts=max_texts, max_body=max_body, workers=workers,
-                           allowed_host=tuple(allowed_host) if allowed_host else None, access_log=access_log,
+    options = ServeOptions(model=model, host=host, port=port, device=device, runtime=runtime,
+                           max_batch=max_batch, max_wait_ms=max_wait_ms, max_texts=max_texts, max_body=max_body,
+                           workers=workers, allowed_host=tuple(allowed_host) if allowed_host else None, access_log=access_log,
                            api_key=api_key)
     options.check()
     require_extra()
@@ -614,7 +615,8 @@ def serve(
 
     app_ = build(options)
     sock = listen(options)
-    typer.echo(f"rnncli: serving {model} on {address(sock)} (API docs at /docs); Ctrl-C stops", err=True)
+    typer.echo(f"rnncli: serving {model} ({app_.state.card['runtime']}) on {address(sock)} (API docs at /docs); "
+               f"Ctrl-C stops", err=True)
     run(options, sock, app_)
 
 

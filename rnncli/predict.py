@@ -101,13 +101,29 @@ class Classifier:
         self.labels = list(loaded.labels)
         self.max_length = loaded.config.data.max_length
         self.device = next(self.model.parameters()).device if self.runtime == "torch" else "cpu"
+        self.asked_runtime = self.runtime
+        self._explainer: Classifier | None = None
 
     @classmethod
     def load(cls, path: str | Path = "runs/latest", device: str = "cpu", inspected=None,
              runtime: str = "torch") -> Classifier:
         """The model in folder `path`; `inspected` is `checkpoint.inspect(path)` when already done;
         `runtime` "auto", "torch" or "onnx" (see `onnxmodel.resolve_runtime`)."""
-        return cls(open_model(path, device=device, inspected=inspected, runtime=runtime))
+        clf = cls(open_model(path, device=device, inspected=inspected, runtime=runtime))
+        clf.asked_runtime = runtime
+        return clf
+
+    def explainer(self) -> Classifier:
+        """The classifier that explains: this one, or where "auto" chose model.onnx, the folder's
+        weights in torch (loaded once), since only torch reads the state after every word."""
+        if self.runtime == "torch":
+            return self
+        if self.asked_runtime != "auto":
+            raise RnncliError("--explain reads the RNN's state after every word, which model.onnx does not "
+                              "give; use --runtime torch or auto")
+        if self._explainer is None:
+            self._explainer = Classifier.load(self.loaded.path, inspected=(self.loaded.meta, self.loaded.config))
+        return self._explainer
 
     def card(self) -> dict:
         """What the model is: labels, architecture and size, the data it learned from, its best and
@@ -179,8 +195,7 @@ class Classifier:
         after each prefix (a one-direction model pooled at the last step), or the attention weight
         each token got (`attn` pooling)."""
         if self.runtime != "torch":
-            raise RnncliError("--explain reads the RNN's state after every word, which model.onnx does not "
-                              "give; use --runtime torch")
+            return self.explainer().explain(text)
         import torch
 
         with torch.inference_mode():

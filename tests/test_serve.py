@@ -381,3 +381,31 @@ def test_workers_serve_and_stop_on_sigterm(tiny_model, clf):
                    clf.predict([text])[0].label
     finally:
         assert s.stop() == 0, s.log
+
+
+def test_a_folder_with_model_onnx_is_served_by_onnxruntime(tiny_model_copy, clf):
+    """auto: predictions from model.onnx, /explain from the weights (only torch reads every step)."""
+    pytest.importorskip("onnxruntime")
+    from rnncli.export import TOLERANCE, export
+
+    export(tiny_model_copy)
+    s = Server("--model", str(tiny_model_copy))
+    try:
+        assert "(onnx (fp32)) on http://" in s.log
+        assert httpx.get(f"{s.url}/info").json()["runtime"] == "onnx (fp32)"
+        served = httpx.post(f"{s.url}/predict", json={"texts": TEXTS}).json()
+        for record, prediction in zip(served, clf.predict(TEXTS), strict=True):
+            assert record["label"] == prediction.label
+            for name, p in prediction.probabilities.items():
+                assert record["probabilities"][name] == pytest.approx(p, abs=TOLERANCE["none"])
+        r = httpx.post(f"{s.url}/explain", json={"text": TEXTS[0]})
+        assert r.status_code == 200 and r.json() == clf.explain(TEXTS[0]).to_dict()
+    finally:
+        assert s.stop() == 0, s.log
+    s = Server("--model", str(tiny_model_copy), "--runtime", "onnx")
+    try:
+        r = httpx.post(f"{s.url}/explain", json={"text": TEXTS[0]})
+        assert r.status_code == 422 and "use --runtime torch" in r.json()["detail"]
+        assert httpx.post(f"{s.url}/predict", json={"texts": TEXTS[:1]}).status_code == 200
+    finally:
+        assert s.stop() == 0, s.log

@@ -81,6 +81,7 @@ def create_app(classifier, options: ServeOptions) -> FastAPI:
 
     app = FastAPI(title="rnncli", summary="A recurrent-network text classifier, kept loaded.",
                   version=__version__, lifespan=lifespan)
+    app.state.card = classifier.card() | {"serving": options.to_dict()}
     _add_routes(app, classifier, batcher, metrics, options)
     _add_error_handlers(app)
     if options.api_key is not None:
@@ -91,7 +92,7 @@ def create_app(classifier, options: ServeOptions) -> FastAPI:
 
 
 def _add_routes(app: FastAPI, classifier, batcher: MicroBatcher, metrics: Metrics, options: ServeOptions):
-    card = classifier.card() | {"serving": options.to_dict()}
+    card = app.state.card
 
     @_fast_post(app, "/predict", PredictRequest,
                 summary="Classify texts: rnncli's records, or Hugging Face's label/score lists")

@@ -30,6 +30,9 @@ class ServeOptions:
                                      "machine only; 0.0.0.0 takes them from anywhere.")
     port: int = _option(8000, "Port; 0 picks a free one (printed at start).", min=0, max=65535)
     device: str = _option("cpu", "auto, cpu, cuda or cuda:N.")
+    runtime: str = _option("auto", "What runs the model: torch, onnx (the folder's model.onnx in onnxruntime; "
+                                   "see rnncli export), or auto: onnx when the folder has one, onnxruntime is "
+                                   "installed and the device is the CPU, with torch for /explain.")
     max_batch: int = _option(256, "Most texts in one forward pass; 1 runs every request alone.", min=1, max=65536)
     max_wait_ms: float = _option(2.0, "How long a request waits for others to share its forward pass, "
                                       "in milliseconds.", min=0.0, max=1000.0)

@@ -26,7 +26,10 @@ def build(options: ServeOptions):
     from rnncli.serve.app import create_app
 
     checked = inspect(options.model)  # a broken or crafted folder fails in milliseconds
-    return create_app(Classifier.load(options.model, device=options.device, inspected=checked), options)
+    classifier = Classifier.load(options.model, device=options.device, inspected=checked, runtime=options.runtime)
+    if classifier.runtime == "onnx" and options.runtime == "auto":
+        classifier.explainer()  # loaded now, not by the first /explain
+    return create_app(classifier, options)
 
 
 def app_from_env():
