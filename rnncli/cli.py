@@ -561,10 +561,9 @@ def _print_export(done) -> None:
     precision = "fp32" if done.quantize == "none" else done.quantize
     console.print(f"wrote [bold]{done.path}[/bold]: {done.bytes / 1e6:,.1f} MB, {precision} (the weights: "
                   f"{done.weights_bytes / 1e6:,.1f} MB)")
-    console.print(f"checked against torch on {len(done.checks)} batches (1 to "
-                  f"{max(c.batch for c in done.checks)} texts, 1 to {max(max(c.lengths) for c in done.checks)} "
-                  f"tokens): largest difference in a probability {done.max_difference:.1e} "
-                  f"(at most {done.tolerance:g})")
+    console.print(f"checked against torch on {len(done.checks)} batches of 1 to {max(c.batch for c in done.checks)} "
+                  f"texts, 1 to {max(max(c.lengths) for c in done.checks)} tokens:")
+    console.print(f"largest difference in a probability {done.max_difference:.1e} (at most {done.tolerance:g})")
     if done.accuracy:
         a = done.accuracy
         console.print(f"{a['split']} accuracy ({a['texts']:,} texts): torch {a['torch']:.2%}, "

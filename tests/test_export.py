@@ -271,3 +271,20 @@ def test_an_untrained_folder_exports_too(model_folder):
     torch_result = invoke("predict", "--model", folder, "--runtime", "torch", "--json", " ".join(WORDS[:9]))
     a, b = json.loads(result.stdout), json.loads(torch_result.stdout)
     assert a["label"] == b["label"] and abs(a["score"] - b["score"]) <= TOLERANCE["none"]
+
+
+def test_the_readme_snippet_runs_the_file_without_rnncli(tiny_model_copy):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    snippet = readme.split("<!-- onnx-snippet -->\n```python\n")[1].split("```\n<!-- /onnx-snippet -->")[0]
+    invoke("export", "--model", tiny_model_copy)
+    code = snippet.replace("runs/sst2", str(tiny_model_copy)) + \
+        "\nimport sys\nassert not [m for m in sys.modules if m.split('.')[0] in ('rnncli', 'torch')]\n"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False,
+                       cwd=tiny_model_copy.parent)
+    assert p.returncode == 0, p.stderr[-2000:]
+    texts = ["a gorgeous, witty film", "I hate this boring movie"]
+    labels = [json.loads(line)["label"] for line in invoke("predict", "--model", tiny_model_copy, "--json",
+                                                           *texts).stdout.splitlines()]
+    assert p.stdout.startswith(str(labels)), p.stdout
