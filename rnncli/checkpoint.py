@@ -23,6 +23,7 @@ from rnncli.errors import RnncliError, first_line
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG, TOKENIZER, METRICS = "model.safetensors", "config.json", "tokenizer.json", "metrics.jsonl"
 RESUME = "resume.safetensors"  # only while a run is interrupted
+ONNX = "model.onnx"  # written by `rnncli export`
 MAX_VOCAB = 100_000_000  # a config.json's vocab_size beyond this is refused before anything loads
 
 
@@ -40,7 +41,7 @@ class Loaded:
         return self.meta["labels"]
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     """`write(tmp_path)` fills a temporary file beside `path`, which then replaces `path` at once."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -55,14 +56,16 @@ def _atomic_write(path: Path, write) -> None:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
 
 
 def save_weights(folder: Path, model) -> None:
+    """New weights; an exported model.onnx of the old ones goes, so nothing answers for them."""
     from safetensors.torch import save_file
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    _atomic_write(folder / WEIGHTS, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+    atomic_write(folder / WEIGHTS, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+    (folder / ONNX).unlink(missing_ok=True)
 
 
 def create_folder(out: Path, model, tokenizer, meta: dict, metrics: list[dict]) -> None:
@@ -222,7 +225,7 @@ def save_resume(folder: Path, model, optimizer, state: dict) -> None:
             tensors[f"optim.{i}.{name}"] = torch.as_tensor(v).detach().cpu().contiguous()
     tensors["rng.torch"] = torch.get_rng_state()
     meta = {"state": json.dumps(state), "param_groups": json.dumps(opt["param_groups"])}
-    _atomic_write(folder / RESUME, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    atomic_write(folder / RESUME, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
 def write_problem(folder: Path) -> str | None:
@@ -298,7 +301,7 @@ def read_metrics(folder: Path) -> list[dict]:
 
 
 def rewrite_metrics(folder: Path, records: list[dict]) -> None:
-    _atomic_write(folder / METRICS, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in records)))
+    atomic_write(folder / METRICS, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in records)))
 
 
 def default_out(dataset: str) -> Path:

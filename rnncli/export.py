@@ -6,9 +6,10 @@ Padding never changes a result: a forward direction never sees the steps after a
 backward one reads each text reversed within its own length, so it starts on the text's last token.
 
 torch.onnx's TorchScript exporter (`dynamo=False`) writes it: `torch.export` fixes the time axis of
-nn.RNN, nn.GRU and nn.LSTM to the example's length (pytorch#126339), while this exporter maps each
-onto ONNX's own RNN, GRU or LSTM op with a free time axis. Whatever either does, `check` runs the
-file on lengths and batch sizes unlike the example and refuses it if its answers differ.
+nn.RNN, nn.GRU and nn.LSTM to the example's length (pytorch#126339), while this exporter maps nn.GRU
+and nn.LSTM onto ONNX's GRU and LSTM ops, and the plain RNN's step loop (TorchScript) onto an ONNX
+Loop, all with a free time axis. Whatever it does, `check` runs the file on lengths and batch sizes
+unlike the example's and refuses it if its answers differ.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from rnncli.recurrence import layer_weights
 TOLERANCE = {"none": 1e-5, "int8": 0.1}  # largest difference of any probability allowed, by --quantize
 OPSET = 17
 CASES = [(1, [1]), (1, [2]), (2, [9, 3]), (3, [7, 7, 1]), (5, [33, 1, 12, 33, 2]),
-         (17, list(range(1, 18)))]  # (batch, text lengths): the example below is (3, [7, 5, 2])
+         (17, list(range(1, 18)))]  # (batch, text lengths); write_graph's example is (3, [7, 4, 2])
 
 
 def _tanh_steps(z: torch.Tensor, w_hh_t: torch.Tensor) -> torch.Tensor:
@@ -174,7 +175,7 @@ def export(model_dir: str | Path = "runs/latest", out: str | Path | None = None,
     """Write the folder's model as ONNX (`out`, or model.onnx in the folder), after checking it
     against the torch model; with `quantize="int8"`, onnxruntime's dynamic int8 quantization, and
     the validation accuracy before and after it."""
-    from rnncli.checkpoint import WEIGHTS, _atomic_write, load
+    from rnncli.checkpoint import WEIGHTS, atomic_write, load
 
     start = time.perf_counter()
     if format != "onnx":
@@ -206,7 +207,7 @@ def export(model_dir: str | Path = "runs/latest", out: str | Path | None = None,
                               f"probability, more than {TOLERANCE[quantize]:g}; nothing was written")
         done["accuracy"] = _accuracy(loaded, tmp) if quantize == "int8" else {}
 
-    _atomic_write(target, write)
+    atomic_write(target, write)
     return Export(model=str(folder), path=str(target), quantize=quantize, bytes=target.stat().st_size,
                   weights_bytes=(folder / WEIGHTS).stat().st_size, tolerance=TOLERANCE[quantize],
                   checks=done["checks"], accuracy=done["accuracy"], seconds=time.perf_counter() - start)

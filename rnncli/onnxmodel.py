@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from rnncli.checkpoint import ONNX
 from rnncli.errors import RnncliError, first_line
 from rnncli.tokenizer import Encoded
 
-ONNX = "model.onnx"
 EXTRA = 'pip install "rnncli[onnx]"'
 RUNTIMES = ("auto", "torch", "onnx")
 INPUTS, OUTPUTS = ["ids", "lengths"], ["logits", "probabilities"]
@@ -83,7 +83,7 @@ class OnnxModel:
         if not path.is_file():
             raise RnncliError(f"{path}: missing; write it with `rnncli export --model {folder}`")
         limit = 2 * weights.stat().st_size + (16 << 20)  # the weights once, the graph, and room to spare
-        if path.stat().st_size > limit:
+        if path.stat().st_size > limit:  # refused before onnxruntime reads a byte of it
             raise RnncliError(f"{path}: {path.stat().st_size:,} bytes, more than an export of "
                               f"{weights.name} can be ({limit:,}); export it again")
         options = ort.SessionOptions()
@@ -122,7 +122,8 @@ def _check(path: Path, session, meta: dict, labels: list[str], weights: Path) ->
         raise RnncliError(f"{path}: not an rnncli export (inputs {names[0]}, outputs {names[1]}); "
                           f"write it with `rnncli export`")
     if meta[WEIGHTS_KEY] != weights_digest(weights):
-        raise RnncliError(f"{path}: exported from other weights than {weights.name}; export it again")
+        raise RnncliError(f"{path}: exported from other weights than {weights.name}; export it again, "
+                          f"or use --runtime torch")
     classes = session.get_outputs()[0].shape[1]
     if classes != len(labels) or meta.get(LABELS_KEY) != json.dumps(labels):
         raise RnncliError(f"{path}: its classes do not match config.json's labels; export it again")

@@ -288,3 +288,14 @@ def test_the_readme_snippet_runs_the_file_without_rnncli(tiny_model_copy):
     labels = [json.loads(line)["label"] for line in invoke("predict", "--model", tiny_model_copy, "--json",
                                                            *texts).stdout.splitlines()]
     assert p.stdout.startswith(str(labels)), p.stdout
+
+
+def test_new_weights_remove_the_export_of_the_old_ones(tiny_model_copy):
+    from rnncli import checkpoint
+
+    export(tiny_model_copy)
+    loaded = checkpoint.load(tiny_model_copy)
+    checkpoint.save_weights(tiny_model_copy, loaded.model)  # as training does for a new best epoch
+    assert not (tiny_model_copy / ONNX).exists()
+    result = invoke("predict", "--model", tiny_model_copy, "great film")  # auto: the weights, silently
+    assert result.exit_code == 0 and "model.onnx" not in result.stderr
