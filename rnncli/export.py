@@ -53,7 +53,7 @@ def _tanh_steps(z: torch.Tensor, w_hh_t: torch.Tensor) -> torch.Tensor:
     h = torch.tanh(z[0])  # (batch, hidden)
     out = [h]
     for t in range(1, z.shape[0]):
-        h = torch.tanh(z[t] + torch.mm(h, w_hh_t))
+        h = torch.tanh(torch.addmm(z[t], h, w_hh_t))  # one Gemm: z_t + h W_hh^T
         out.append(h)
     return torch.stack(out)  # (seq, batch, hidden)
 
@@ -62,7 +62,7 @@ def _relu_steps(z: torch.Tensor, w_hh_t: torch.Tensor) -> torch.Tensor:
     h = torch.relu(z[0])  # (batch, hidden)
     out = [h]
     for t in range(1, z.shape[0]):
-        h = torch.relu(z[t] + torch.mm(h, w_hh_t))
+        h = torch.relu(torch.addmm(z[t], h, w_hh_t))
         out.append(h)
     return torch.stack(out)  # (seq, batch, hidden)
 
@@ -77,27 +77,36 @@ def _scripted(relu: bool):
 
 
 class _PlainSteps(nn.Module):
-    """One direction of one plain-RNN layer, written out: every step's input term in one product,
-    then a loop of one product and the activation. onnxruntime runs this about 3x faster than
-    ONNX's own RNN op (SST-2 validation, bench/export.py); GRU and LSTM keep their ONNX ops."""
+    """One direction of one plain-RNN layer, written out: every step's input term at once, then a
+    loop of one product and the activation. onnxruntime runs this about 3x faster than ONNX's own
+    RNN op (SST-2 validation); GRU and LSTM keep their ONNX ops. In the first layer, when the
+    embedding is at least as wide as the state, the embedding and the input term are folded into one
+    (vocab, hidden) table: a lookup replaces a product per token, and the file grows no larger."""
 
-    def __init__(self, rnn: nn.RNN, suffix: str):
+    def __init__(self, rnn: nn.RNN, suffix: str, embedding: nn.Embedding | None = None):
         super().__init__()
         w_ih, w_hh, b_ih, b_hh = (p.detach().clone() for p in layer_weights(rnn, suffix))
-        self.w_ih_t = nn.Parameter(w_ih.t().contiguous())  # (in, hidden)
+        self.folds = embedding is not None and rnn.hidden_size <= embedding.embedding_dim
+        if self.folds:  # z = E[ids] W_ih^T + b = (E W_ih^T + b)[ids]
+            self.table = nn.Parameter(torch.addmm(b_ih + b_hh, embedding.weight.detach(), w_ih.t()))  # (vocab, hidden)
+        else:
+            self.w_ih_t = nn.Parameter(w_ih.t().contiguous())  # (in, hidden)
+            self.bias = nn.Parameter(b_ih + b_hh)  # (hidden,)
         self.w_hh_t = nn.Parameter(w_hh.t().contiguous())  # (hidden, hidden)
-        self.bias = nn.Parameter(b_ih + b_hh)  # (hidden,)
         self.steps = _scripted(rnn.nonlinearity == "relu")
 
     def forward(self, x: torch.Tensor):
-        z = torch.matmul(x, self.w_ih_t) + self.bias  # (seq, batch, hidden)
+        """x: ids (seq, batch) where the table is folded in, else features (seq, batch, in)."""
+        z = self.table[x] if self.folds else torch.matmul(x, self.w_ih_t) + self.bias  # (seq, batch, hidden)
         return self.steps(z, self.w_hh_t), None  # as nn.RNN: (out, h_n), h_n unused
 
 
-def _one_layer(rnn: nn.Module, layer: int, reverse: bool) -> nn.Module:
-    """Layer `layer` of `rnn`, one direction of it, as a module of its own with the same weights."""
+def _one_layer(model: nn.Module, layer: int, reverse: bool) -> nn.Module:
+    """Layer `layer` of the model's recurrent layers, one direction of it, as a module of its own
+    with the same weights."""
+    rnn = model.rnn
     if isinstance(rnn, nn.RNN):
-        return _PlainSteps(rnn, f"_l{layer}" + ("_reverse" if reverse else ""))
+        return _PlainSteps(rnn, f"_l{layer}" + ("_reverse" if reverse else ""), model.embedding if layer == 0 else None)
     inputs = rnn.input_size if layer == 0 else rnn.hidden_size * (2 if rnn.bidirectional else 1)
     one = type(rnn)(inputs, rnn.hidden_size, num_layers=1, bias=rnn.bias)
     suffix = f"_l{layer}" + ("_reverse" if reverse else "")
@@ -108,7 +117,10 @@ def _one_layer(rnn: nn.Module, layer: int, reverse: bool) -> nn.Module:
 
 
 def _reorder(x: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
-    """x (seq, batch, features) with each text's steps taken in the order `steps` (seq, batch) gives."""
+    """x (seq, batch, features), or ids (seq, batch), with each text's steps taken in the order
+    `steps` (seq, batch) gives."""
+    if x.dim() == 2:
+        return x.gather(0, steps)  # (seq, batch)
     return x.gather(0, steps[..., None].expand(-1, -1, x.shape[2]))  # (seq, batch, features)
 
 
@@ -119,13 +131,13 @@ class OnnxGraph(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
-        rnn = model.rnn
         self.layers = nn.ModuleList(
-            nn.ModuleList(_one_layer(rnn, layer, bool(d)) for d in range(model.directions))
-            for layer in range(rnn.num_layers))
+            nn.ModuleList(_one_layer(model, layer, bool(d)) for d in range(model.directions))
+            for layer in range(model.rnn.num_layers))
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor):
-        x = self.model.embedding(ids)  # (seq, batch, embed)
+        folded = getattr(self.layers[0][0], "folds", False)  # the first layer looks its ids up itself
+        x = ids if folded else self.model.embedding(ids)  # (seq, batch) or (seq, batch, embed)
         steps = torch.arange(ids.shape[0])[:, None]  # (seq, 1)
         own = lengths[None, :] - 1 - steps  # (seq, batch): step t of a text read backwards
         back = torch.where(own >= 0, own, steps)  # (seq, batch); padding stays where it is, at the end
@@ -133,7 +145,7 @@ class OnnxGraph(nn.Module):
             outs = [directions[0](x)[0]]  # (seq, batch, hidden)
             if len(directions) == 2:
                 outs.append(_reorder(directions[1](_reorder(x, back))[0], back))  # (seq, batch, hidden)
-            x = torch.cat(outs, dim=2)  # (seq, batch, hidden x dirs)
+            x = torch.cat(outs, dim=2) if len(outs) == 2 else outs[0]  # (seq, batch, hidden x dirs)
         logits = self.model.head(self.model.pool(x, lengths))  # (batch, classes)
         return logits, logits.softmax(1)
 

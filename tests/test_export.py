@@ -62,6 +62,20 @@ def test_every_architecture_answers_as_torch_does(tmp_path, cell, bidirectional,
     assert np.abs(got - want).max() <= TOLERANCE["none"]
 
 
+@pytest.mark.parametrize("bidirectional,pool", [(False, "last"), (True, "mean"), (True, "attn")])
+def test_a_plain_rnn_folds_its_embedding_into_its_first_layer(tmp_path, bidirectional, pool):
+    import onnx
+
+    config = ModelConfig(cell="rnn", bidirectional=bidirectional, pool=pool, layers=2, embed=13, hidden=11,
+                         dropout=0.0)  # an embedding at least as wide as the state: a (vocab, hidden) table
+    model = RNNClassifier(config, vocab_size=37, num_classes=2).eval()
+    path = tmp_path / "model.onnx"
+    write_graph(model, path)
+    shapes = [tuple(w.dims) for w in onnx.load(path).graph.initializer]
+    assert (37, 11) in shapes and (37, 13) not in shapes  # the table is there, the embedding is not
+    assert max(c.max_difference for c in check(model, path, vocab=37, max_length=40)) <= TOLERANCE["none"]
+
+
 def test_the_check_covers_batch_one_length_one_and_the_longest_text(tiny_model_copy):
     done = export(tiny_model_copy)
     cases = {(c.batch, max(c.lengths)) for c in done.checks}
