@@ -17,6 +17,8 @@ the table shows medians (ratios: the median of the rounds' ratios). Rows:
 - the GRU model at 32 clients, both ways;
 - requests of 64 texts at 4 and 16 clients, against `rnncli eval`'s sentences/s on the same SST-2
   validation texts (its figure times the forward pass alone) and the Python API's on 64-text calls;
+- the default model served by `--runtime onnx` (a copy of its folder with `rnncli export`'s
+  model.onnx) at 32 clients and with 64-text requests, against `rnncli eval --runtime onnx`;
 - `rnncli predict TEXT` run once per text (the per-call baseline);
 - a --soak seconds run at 32 clients: errors, and the server's RSS growth.
 `--write-docs` also writes the table into its section of docs/results.md.
@@ -214,12 +216,22 @@ def validation_texts(sst2: Path) -> list[str]:
     return [str(t) for t in pq.read_table(sst2 / "validation.parquet").column("sentence").to_pylist()]
 
 
-def eval_speed(folder: Path, sst2: Path) -> float:
+def eval_speed(folder: Path, sst2: Path, runtime: str = "torch") -> float:
     """`rnncli eval`'s sentences/s on SST-2 validation, the median of three runs."""
-    runs = [json.loads(subprocess.run([*RNNCLI, "eval", "--model", str(folder), "--dataset", str(sst2), "--json"],
-                                      check=True, capture_output=True, text=True).stdout)["examples_per_second"]
+    argv = [*RNNCLI, "eval", "--model", str(folder), "--dataset", str(sst2), "--runtime", runtime, "--json"]
+    runs = [json.loads(subprocess.run(argv, check=True, capture_output=True, text=True).stdout)["examples_per_second"]
             for _ in range(3)]
     return statistics.median(runs)
+
+
+def exported(source: Path, tmp: Path) -> Path:
+    """A copy of the model folder with its model.onnx (`rnncli export` writes into the folder)."""
+    import shutil
+
+    out = tmp / f"{source.name}-onnx"
+    shutil.copytree(source, out)
+    subprocess.run([*RNNCLI, "export", "--model", str(out)], check=True, stdout=subprocess.DEVNULL)
+    return out
 
 
 def predict_per_call(folder: Path, texts: list[str]) -> float:
@@ -249,7 +261,7 @@ def main() -> None:
         models = a.models or Path(tmp)
         default = model(models, "sst2-default", sst2)
         gru = model(models, "sst2-gru", sst2, "--config", str(ROOT / "configs" / "sst2-gru.toml"))
-        lines = measure(a, default, gru, validation_texts(sst2))
+        lines = measure(a, default, gru, exported(default, Path(tmp)), validation_texts(sst2))
     print("\n".join(lines))
     if a.write_docs:
         docs.write_section("bench/serve.py", "\n".join(lines))
@@ -262,21 +274,27 @@ ROWS = [  # (key, what the row measures, server, clients (None: each --clients v
     ("gru batched", "sst2-gru /predict, micro-batching", "gru batched", (32,), 1),
     ("gru alone", "sst2-gru /predict, --max-batch 1", "gru alone", (32,), 1),
     ("64", "/predict, 64 texts per request", "batched", (4, 16), 64),
+    ("onnx batched", "/predict, --runtime onnx, micro-batching", "onnx batched", (32,), 1),
+    ("onnx 64", "/predict, --runtime onnx, 64 texts per request", "onnx batched", (4, 16), 64),
 ]
 
 
-def measure(a, default: Path, gru: Path, texts: list[str]) -> list[str]:
+def measure(a, default: Path, gru: Path, onnx: Path, texts: list[str]) -> list[str]:
     from rnncli import load_model
 
-    clf, gru_clf = load_model(default), load_model(gru)
-    servers = {"ceiling": Server([PY, "-c", CEILING]), "batched": serve(default),
-               "alone": serve(default, "--max-batch", "1"), "gru batched": serve(gru),
-               "gru alone": serve(gru, "--max-batch", "1")}
+    clf, gru_clf, onnx_clf = load_model(default), load_model(gru), load_model(onnx, runtime="onnx")
+    torch_ = ("--runtime", "torch")
+    servers = {"ceiling": Server([PY, "-c", CEILING]), "batched": serve(default, *torch_),
+               "alone": serve(default, *torch_, "--max-batch", "1"), "gru batched": serve(gru, *torch_),
+               "gru alone": serve(gru, *torch_, "--max-batch", "1"),
+               "onnx batched": serve(onnx, "--runtime", "onnx")}
     rss = {name: [s.rss_mb()] for name, s in servers.items()}
     work = {"ceiling": [(request_bytes(servers["ceiling"].port, {"texts": ["x"]}), lambda body: b"positive" in body)]}
     for name in ("batched", "alone", "gru batched", "gru alone"):
         work[name] = single_text_work(servers[name].port, gru_clf if name.startswith("gru") else clf, texts)
     work["64"] = batch_work(servers["batched"].port, clf, texts, 64)
+    work["onnx batched"] = single_text_work(servers["onnx batched"].port, onnx_clf, texts)
+    work["onnx 64"] = batch_work(servers["onnx batched"].port, onnx_clf, texts, 64)
     runs: dict[tuple[str, int], list[dict]] = {}
     for _ in range(a.rounds):  # in turns: a slow spell of a shared machine hits every row alike
         for key, _, server, clients, per_request in ROWS:
@@ -293,6 +311,7 @@ def measure(a, default: Path, gru: Path, texts: list[str]) -> list[str]:
     for s in servers.values():
         s.stop()
     baselines = {"eval": eval_speed(default, a.data / "sst2"), "api": api_speed(clf, texts, 64),
+                 "onnx eval": eval_speed(onnx, a.data / "sst2", "onnx"), "onnx api": api_speed(onnx_clf, texts, 64),
                  "per call": predict_per_call(default, texts[:a.calls])}
     return report(a, runs, rss, soak, baselines)
 
@@ -330,6 +349,9 @@ def report(a, runs, rss, soak, baselines) -> list[str]:
     table.append((evaluation, "", "", f"{baselines['eval']:,.0f}", "", "", "", ""))
     table.append(("Python API, 64 texts a call (tokenizing and the forward pass)", "", "",
                   f"{baselines['api']:,.0f}", "", "", "", ""))
+    table.append(("`rnncli eval --runtime onnx` (as above)", "", "", f"{baselines['onnx eval']:,.0f}", "", "", "", ""))
+    table.append(("Python API, runtime onnx, 64 texts a call", "", "", f"{baselines['onnx api']:,.0f}", "", "", "",
+                  ""))
     table.append(("`rnncli predict TEXT`, once per text", "1", f"{baselines['per call']:.2f}",
                   f"{baselines['per call']:.2f}", "", "", "", ""))
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
@@ -356,23 +378,27 @@ def per_round(runs, a: tuple, b: tuple, key: str) -> list[float]:
 
 def targets(runs, soak, baselines) -> list[str]:
     checks = []
-    if ("batched", 32) in runs:
-        ratios = per_round(runs, ("batched", 32), ("ceiling", 32), "requests_per_second")
+    for key, runtime in (("batched", "torch"), ("onnx batched", "onnx")):
+        if (key, 32) not in runs or ("ceiling", 32) not in runs:
+            continue
+        ratios = per_round(runs, (key, 32), ("ceiling", 32), "requests_per_second")
         ratio = statistics.median(ratios)
-        what = (f"32 clients: /predict at {ratio:.0%} of the ceiling's requests/s (rounds: "
+        what = (f"32 clients, {runtime}: /predict at {ratio:.0%} of the ceiling's requests/s (rounds: "
                 f"{', '.join(f'{r:.0%}' for r in ratios)})")
         checks.append((what, ">= 50%", ratio >= 0.5))
-        p99 = statistics.median(r["p99_ms"] for r in runs["batched", 32])
-        checks.append((f"32 clients: p99 latency {p99:.1f} ms", "< 100 ms", p99 < 100))
+        p99 = statistics.median(r["p99_ms"] for r in runs[key, 32])
+        checks.append((f"32 clients, {runtime}: p99 latency {p99:.1f} ms", "< 100 ms", p99 < 100))
     gains = per_round(runs, ("gru batched", 32), ("gru alone", 32), "requests_per_second")
     what = f"sst2-gru, 32 clients: micro-batching {statistics.median(gains):.2f}x the requests/s of --max-batch 1"
     checks.append((what, ">= 1.5x", statistics.median(gains) >= 1.5))
-    for clients in (4, 16):
-        served = statistics.median(r["texts_per_second"] for r in runs["64", clients])
-        share = served / baselines["eval"]
-        what = (f"64 texts per request, {clients} clients: {share:.0%} of `rnncli eval`'s sentences/s "
-                f"({served / baselines['api']:.0%} of the Python API's)")
-        checks.append((what, ">= 80%", share >= 0.8))
+    for key, runtime, base in (("64", "torch", ""), ("onnx 64", "onnx", "onnx ")):
+        for clients in (4, 16):
+            served = statistics.median(r["texts_per_second"] for r in runs[key, clients])
+            share = served / baselines[base + "eval"]
+            what = (f"64 texts per request, {clients} clients, {runtime}: {share:.0%} of `rnncli eval "
+                    f"--runtime {runtime}`'s sentences/s ({served / baselines[base + 'api']:.0%} of the Python "
+                    f"API's)")
+            checks.append((what, ">= 80%", share >= 0.8))
     if soak is not None:
         growth = soak["rss"][1] / soak["rss"][0] - 1
         what = (f"soak: {soak['errors']} errors in {soak['requests']:,} requests, server RSS "

@@ -86,13 +86,7 @@ class OnnxModel:
         if path.stat().st_size > limit:  # refused before onnxruntime reads a byte of it
             raise RnncliError(f"{path}: {path.stat().st_size:,} bytes, more than an export of "
                               f"{weights.name} can be ({limit:,}); export it again")
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # errors only: its warnings are not the user's business
-        options.enable_mem_pattern = False  # it plans memory for one input shape; every batch has its own
-        try:
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise RnncliError(f"{path}: unreadable or truncated ({first_line(e)})") from None
+        session = _session(ort, path)
         meta = session.get_modelmeta().custom_metadata_map
         _check(path, session, meta, labels, weights)
         return cls(session=session, path=path, quantize=meta.get(QUANTIZE_KEY, "none"))
@@ -113,6 +107,23 @@ class OnnxModel:
         for idx, ids, lengths in sorted_padded_batches(enc, batch_size):
             out[idx] = self.session.run(None, {"ids": ids, "lengths": lengths})[output]  # (batch, classes)
         return out
+
+
+def _session(ort, path: Path):
+    """An onnxruntime session for the file at `path`, from its bytes: a crafted file's "external
+    data" can name no other file (they are looked for in an empty folder), so nothing but these
+    bytes, bounded already, is read."""
+    import tempfile
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: its warnings are not the user's business
+    options.enable_mem_pattern = False  # it plans memory for one input shape; every batch has its own
+    with tempfile.TemporaryDirectory(prefix="rnncli-no-external-data-") as empty:
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path", empty)
+        try:
+            return ort.InferenceSession(path.read_bytes(), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise RnncliError(f"{path}: unreadable or truncated ({first_line(e)})") from None
 
 
 def _check(path: Path, session, meta: dict, labels: list[str], weights: Path) -> None:

@@ -242,6 +242,20 @@ def damage_huge(folder):
         fh.truncate(64 << 30)
 
 
+def damage_external_data(folder):
+    """A file whose weights claim to live in another file of the folder (here a sparse 64 GB one)."""
+    from onnx import TensorProto, helper
+
+    with open(folder / "weights.bin", "wb") as fh:
+        fh.truncate(64 << 30)
+    w = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[1 << 34], data_location=TensorProto.EXTERNAL)
+    for key, value in (("location", "weights.bin"), ("offset", "0"), ("length", str(1 << 36))):
+        w.external_data.add(key=key, value=value)
+    graph = helper.make_graph([helper.make_node("Identity", ["w"], ["y"])], "g", [],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1 << 34])], initializer=[w])
+    (folder / ONNX).write_bytes(helper.make_model(graph).SerializeToString())
+
+
 def damage_garbage(folder):
     (folder / ONNX).write_bytes(os.urandom(4096))
 
@@ -249,6 +263,7 @@ def damage_garbage(folder):
 @pytest.mark.parametrize("damage,message", [
     (damage_truncated, "unreadable or truncated"),
     (damage_garbage, "unreadable or truncated"),
+    (damage_external_data, "unreadable or truncated"),
     (damage_other_weights, "exported from other weights than model.safetensors"),
     (damage_not_ours, "not an rnncli export"),
     (damage_huge, "more than an export of model.safetensors can be"),
