@@ -83,13 +83,15 @@ class Explanation:
     probabilities: list[list[float]]  # one row per token: class probabilities after that prefix (`last` pooling)
     prediction: Prediction
     attention: list[float] = field(default_factory=list)  # one weight per token, summing to 1 (`attn` pooling)
+    shapes: dict = field(default_factory=dict)  # this forward pass's tensors and the parameters (rnncli.shapes)
 
     def to_dict(self) -> dict:
         """The record `predict --explain --json` prints: the attention weights or the probabilities
-        after each prefix, whichever the model gives, and the prediction's label and score."""
+        after each prefix, whichever the model gives, the prediction's label and score, and the
+        shapes of the tensors the recurrent layers made reading this text."""
         record = {"text": self.text, "tokens": self.tokens, "labels": self.labels}
         record |= {"attention": self.attention} if self.attention else {"probabilities": self.probabilities}
-        return record | {"label": self.prediction.label, "score": self.prediction.score}
+        return record | {"label": self.prediction.label, "score": self.prediction.score, "shapes": self.shapes}
 
 
 class Classifier:
@@ -137,6 +139,7 @@ class Classifier:
             "model": self.loaded.path.resolve().name,
             "labels": self.labels,
             "architecture": asdict(config.model),
+            "explainable": config.model.pool == "attn" or (config.model.pool == "last" and not config.model.bidirectional),
             "parameters": sum(int(np.prod(shape)) for shape in shapes.values()),
             "vocab_size": meta["vocab_size"],
             "max_length": self.max_length,
@@ -215,11 +218,14 @@ class Classifier:
         encoding = self.tokenizer.encode(text, add_special_tokens=False)
         tokens = encoding.tokens[: self.max_length]
         ids = torch.tensor(encoding.ids[: self.max_length], device=self.device)[:, None]  # (seq, 1)
+        from rnncli.shapes import of_text
+
+        shapes = of_text(self.model, ids)
         if self.model.config.pool == "attn":
             out, _ = self.model.encode(ids)  # (seq, 1, hidden x dirs)
             weights = self.model.attention(out)[:, 0].float()  # (seq,)
             return Explanation(text=text, tokens=tokens, labels=self.labels, probabilities=[],
-                               prediction=prediction, attention=weights.cpu().tolist())
+                               prediction=prediction, attention=weights.cpu().tolist(), shapes=shapes)
         steps = torch.softmax(self.model.step_logits(ids)[:, 0].float(), dim=-1)  # (seq, classes)
         return Explanation(text=text, tokens=tokens, labels=self.labels,
-                           probabilities=steps.cpu().tolist(), prediction=prediction)
+                           probabilities=steps.cpu().tolist(), prediction=prediction, shapes=shapes)

@@ -74,8 +74,7 @@ def describe(spec: ShapesSpec) -> dict:
 
     torch.manual_seed(spec.seed)
     rnn, tensors = _recurrent_layer(spec)
-    parameters = [{"name": name, "shape": _shape(p), "count": p.numel(),
-                   "note": _param_note(name, GATES[spec.cell])} for name, p in rnn.named_parameters()]
+    parameters = parameter_records(rnn, spec.cell)
     return {
         "spec": {k: getattr(spec, k) for k in spec.__dataclass_fields__},
         "module": repr(rnn),
@@ -92,19 +91,26 @@ def _recurrent_layer(spec: ShapesSpec):
 
     from rnncli.model import RECURRENT
 
-    dirs = 2 if spec.bidirectional else 1
-    seq_axis = "(batch, seq, " if spec.batch_first else "(seq, batch, "
     extra = {"nonlinearity": spec.nonlinearity} if spec.cell == "rnn" else {}
     rnn = RECURRENT[spec.cell](spec.feature, spec.hidden, num_layers=spec.layers,
                                bidirectional=spec.bidirectional, batch_first=spec.batch_first, **extra)
     x_dims = (spec.batch, spec.seq, spec.feature) if spec.batch_first else (spec.seq, spec.batch, spec.feature)
-    x = torch.randn(*x_dims)
-    x_t = x[:, 0] if spec.batch_first else x[0]  # (batch, feature): the input at one time step
-    h0 = torch.zeros(spec.layers * dirs, spec.batch, spec.hidden)
-    state0 = (h0, torch.zeros_like(h0)) if spec.cell == "lstm" else h0
+    return rnn, run_records(rnn, torch.randn(*x_dims))
+
+
+def run_records(rnn, x) -> list[dict]:
+    """Run `rnn` once on `x` from a zero state; the records of x, x_t, h0, out, h_n (and c_n)."""
+    import torch
+
+    dirs = 2 if rnn.bidirectional else 1
+    seq_axis = "(batch, seq, " if rnn.batch_first else "(seq, batch, "
+    batch = x.shape[0] if rnn.batch_first else x.shape[1]
+    x_t = x[:, 0] if rnn.batch_first else x[0]  # (batch, feature): the input at one time step
+    h0 = torch.zeros(rnn.num_layers * dirs, batch, rnn.hidden_size)
+    lstm = isinstance(rnn, torch.nn.LSTM)
     with torch.no_grad():
-        out, state = rnn(x, state0)
-    h_n, c_n = state if spec.cell == "lstm" else (state, None)
+        out, state = rnn(x, (h0, torch.zeros_like(h0)) if lstm else h0)
+    h_n, c_n = state if lstm else (state, None)
     every_layer = "(layers x directions, batch, hidden)"
     tensors = [
         {"name": "x", "shape": _shape(x), "axes": seq_axis + "feature)", "note": "input, every step"},
@@ -117,7 +123,22 @@ def _recurrent_layer(spec: ShapesSpec):
     if c_n is not None:
         tensors.append({"name": "c_n", "shape": _shape(c_n), "axes": every_layer,
                         "note": "LSTM cell state, last step, every layer"})
-    return rnn, tensors
+    return tensors
+
+
+def parameter_records(rnn, cell: str) -> list[dict]:
+    return [{"name": name, "shape": _shape(p), "count": p.numel(), "note": _param_note(name, GATES[cell])}
+            for name, p in rnn.named_parameters()]
+
+
+def of_text(model, ids) -> dict:
+    """The tensors of a trained classifier's own recurrent layers reading token ids (seq, batch),
+    and its parameters: what `describe` shows, on a real text."""
+    import torch
+
+    with torch.no_grad():
+        x = model.embedding(ids)  # (seq, batch, embed)
+    return {"tensors": run_records(model.rnn, x), "parameters": parameter_records(model.rnn, model.config.cell)}
 
 
 def _pipeline(spec: ShapesSpec) -> list[dict]:

@@ -75,3 +75,20 @@ def test_bad_sizes_are_one_line_errors():
     result = runner.invoke(app, ["shapes", "--hidden", "0"])
     assert result.exit_code == 2
     assert "hidden" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("cell,layers,pool", [("rnn", 1, "last"), ("lstm", 2, "attn")])
+def test_an_explanation_carries_the_shapes_of_its_own_forward_pass(model_folder, cell, layers, pool):
+    from conftest import WORDS
+
+    from rnncli import load_model
+
+    folder, model = model_folder(cell=cell, layers=layers, pool=pool)
+    text = " ".join(WORDS[:7])  # 7 tokens
+    shapes = load_model(folder).explain(text).shapes
+    tensors = {r["name"]: tuple(r["shape"]) for r in shapes["tensors"]}
+    assert tensors["x"] == (7, 1, 11) and tensors["x_t"] == (1, 11)  # (seq, batch, embed), one text
+    assert tensors["out"] == (7, 1, 13) and tensors["h_n"] == tensors["h0"] == (layers, 1, 13)
+    assert ("c_n" in tensors) == (cell == "lstm")
+    assert [(r["name"], tuple(r["shape"])) for r in shapes["parameters"]] == \
+           [(name, tuple(p.shape)) for name, p in model.rnn.named_parameters()]

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -20,8 +21,13 @@ from rnncli.serve.batcher import MicroBatcher
 from rnncli.serve.metrics import Metrics, MetricsMiddleware
 from rnncli.serve.options import ServeOptions
 
-OPEN_PATHS = {"/health"}  # answered without the API key: a load balancer's liveness probe
-ENDPOINTS = {"/predict", "/explain", "/info", "/health", "/metrics", "/docs", "/openapi.json"}
+# the page runs its own inline script and style, and reaches nothing but this server
+PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
+               "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+# answered without the API key: a load balancer's liveness probe, and the page, which holds no data
+# (it asks for the key when the endpoints it calls do)
+OPEN_PATHS = {"/health", "/"}
+ENDPOINTS = {"/", "/predict", "/explain", "/info", "/health", "/metrics", "/docs", "/openapi.json"}
 
 
 class HFParameters(BaseModel):
@@ -122,6 +128,13 @@ def _add_routes(app: FastAPI, classifier, batcher: MicroBatcher, metrics: Metric
     @app.get("/info", summary="The model card: labels, architecture, training data, metrics, versions")
     async def info():
         return JSONResponse(card)
+
+    page = (Path(__file__).parent / "page.html").read_bytes()
+
+    @app.get("/", summary="A page that shows the model reading a sentence (no API key needed)",
+             response_class=HTMLResponse)
+    async def index():
+        return HTMLResponse(page, headers={"content-security-policy": PAGE_POLICY})
 
     @app.get("/health", summary="Liveness: answers while the server runs (no API key needed)")
     async def health():
