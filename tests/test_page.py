@@ -162,3 +162,30 @@ def test_the_sst2_model_turns_where_the_sentence_does(tmp_path):
                        Path(os.environ["RNNCLI_SCREENSHOT"]).resolve())
     finally:
         assert s.stop() == 0, s.log
+
+
+def test_an_attention_model_shows_the_weight_of_each_word(model_folder):
+    folder, _ = model_folder(cell="gru", pool="attn")
+    s = Server("--model", str(folder))
+    try:
+        from conftest import WORDS
+
+        text = " ".join(WORDS[:6])
+        explanation = load_model(folder).explain(text)
+        html = dom(f"{s.url}/?{urllib.parse.urlencode({'text': text})}")
+        weights = [float(w) for w in
+                   (part.split('"')[0] for part in html.split('data-weight="')[1:])]
+        assert weights == pytest.approx(explanation.attention, abs=1e-6) and len(weights) == 6
+    finally:
+        assert s.stop() == 0, s.log
+
+
+def test_a_model_that_cannot_explain_says_why_and_still_answers(model_folder):
+    folder, _ = model_folder(bidirectional=True, pool="mean")
+    s = Server("--model", str(folder))
+    try:
+        page = Page(dom(f"{s.url}/?text=w1+w2"))
+        assert page.ready and page.label == load_model(folder).predict(["w1 w2"])[0].label
+        assert page.cells == []
+    finally:
+        assert s.stop() == 0, s.log
