@@ -21,7 +21,10 @@ the rounds' ratios). Rows:
   steadier than validation's tens of milliseconds) with torch and onnx fp32 on the default model;
 - the file sizes: model.safetensors, model.onnx fp32 and int8, and fp32 bytes / int8 bytes;
 - validation accuracy with torch, onnx fp32 and onnx int8 (`rnncli eval`'s);
-- each export's own seconds and largest probability difference from torch on its checks.
+- each export's own seconds and largest probability difference from torch on its checks;
+- parity, a second table: for the architecture of every shipped config (configs/*.toml; weights
+  drawn at random with seed 0, the default model's vocabulary, no vectors), the labels torch and onnx
+  give on SST-2 validation that differ, and the largest difference of any probability.
 The targets are judged on the default model; the GRU rows are there to read.
 `--write-docs` also writes the table into its section of docs/results.md.
 """
@@ -162,10 +165,66 @@ def measure(a, sst2: Path, default: Path, gru: Path, tmp: Path) -> list[str]:
         "torch train": lambda: evaluate(fp32, sst2, "torch", "train"),
         "onnx fp32 train": lambda: evaluate(fp32, sst2, "onnx", "train"),
     }, a.eval_rounds)
+    agreement = parity(default, tmp / "parity", validation_texts(sst2))
     sizes = {"safetensors": (default / "model.safetensors").stat().st_size,
              "onnx fp32": (fp32 / "model.onnx").stat().st_size,
              "onnx int8": (int8 / "model.onnx").stat().st_size}
-    return report(a, walls, evals, sizes, exports, said)
+    return report(a, walls, evals, sizes, exports, said) + parity_table(agreement)
+
+
+def validation_texts(sst2: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return [str(t) for t in pq.read_table(sst2 / "validation.parquet").column("sentence").to_pylist()]
+
+
+def parity(default: Path, into: Path, texts: list[str]) -> dict[str, tuple[int, float]]:
+    """{config: (labels that differ, largest probability difference)} between torch and onnx on
+    `texts`, for each shipped config's architecture with random weights (seed 0)."""
+    import dataclasses
+
+    import torch
+
+    from rnncli import checkpoint, load_model
+    from rnncli.config import resolve
+    from rnncli.export import export as export_model
+    from rnncli.model import RNNClassifier
+
+    source = checkpoint.load(default)
+    out = {}
+    for path in sorted((ROOT / "configs").glob("*.toml")):
+        config = resolve(path, {})
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, vectors="", init_from=""))
+        torch.manual_seed(0)
+        model = RNNClassifier(config.model, vocab_size=source.meta["vocab_size"], num_classes=2).eval()
+        meta = {**source.meta, "config": config.to_dict()}
+        folder = into / path.stem
+        checkpoint.create_folder(folder, model, source.tokenizer, meta, [])
+        export_model(folder)
+        a = load_model(folder, runtime="torch").predict(texts)
+        b = load_model(folder, runtime="onnx").predict(texts)
+        differ = sum(x.label != y.label for x, y in zip(a, b, strict=True))
+        gap = max(abs(x.probabilities[k] - y.probabilities[k]) for x, y in zip(a, b) for k in x.probabilities)
+        out[path.name] = (differ, gap)
+    return out
+
+
+def parity_table(agreement: dict[str, tuple[int, float]]) -> list[str]:
+    from rnncli.export import TOLERANCE
+
+    rows = [("config (its architecture)", "labels that differ", "largest probability difference")]
+    rows += [(name, str(differ), f"{gap:.1e}") for name, (differ, gap) in agreement.items()]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["", "parity on SST-2 validation, random weights (seed 0) of each shipped config's architecture:"]
+    for i, row in enumerate(rows):
+        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
+        if i == 0:
+            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    ok = all(d == 0 and g <= TOLERANCE["none"] for d, g in agreement.values())
+    worst = max(g for _, g in agreement.values())
+    lines.append(f"target every label equal, every probability within {TOLERANCE['none']:g}: "
+                 f"{'met' if ok else 'MISSED'} ({len(agreement)} configs, largest difference {worst:.1e})")
+    return lines
 
 
 # --- the table -----------------------------------------------------------------------------------
