@@ -631,8 +631,12 @@ def main(args: list[str] | None = None) -> None:
         code = 128 + _stopped_by[0]
     except Exception as e:  # noqa: BLE001 - _usage_error raises again whatever is not click's
         code = _usage_error(e)
-    if code == 128 + _stopped_by[0] and not _said_stopped[0]:
-        _say_stopped("rnncli: interrupted")  # typer turns a Ctrl-C while it parses into a bare exit code
+    if code == 128 + _stopped_by[0]:
+        if not _said_stopped[0]:
+            _say_stopped("rnncli: interrupted")  # typer turns a Ctrl-C while it parses into a bare exit code
+        from rnncli.__main__ import exit_now
+
+        exit_now(code)  # not through the interpreter's shutdown, which may end it by SIGINT instead
     raise SystemExit(code or 0)
 
 
