@@ -42,6 +42,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from sst2 import model, validation_texts  # bench/sst2.py
+
 import docs  # bench/docs.py, beside this script
 
 PY = sys.executable
@@ -60,15 +62,6 @@ def run(argv: list[str]) -> str:
 
 
 # --- the models ----------------------------------------------------------------------------------
-
-def model(models: Path, name: str, sst2: Path, *flags: str) -> Path:
-    out = models / name
-    if not (out / "model.safetensors").is_file():
-        print(f"training {name} on {sst2} ...", file=sys.stderr)
-        subprocess.run([*RNNCLI, "train", "--dataset", str(sst2), "--epochs", "1", "--out", str(out), *flags],
-                       check=True, stdout=subprocess.DEVNULL)
-    return out
-
 
 def export(source: Path, into: Path, quantize: str = "none") -> tuple[Path, dict]:
     """A copy of the model folder `source` at `into`, with its model.onnx exported there."""
@@ -170,12 +163,6 @@ def measure(a, sst2: Path, default: Path, gru: Path, tmp: Path) -> list[str]:
              "onnx fp32": (fp32 / "model.onnx").stat().st_size,
              "onnx int8": (int8 / "model.onnx").stat().st_size}
     return report(a, walls, evals, sizes, exports, said) + parity_table(agreement)
-
-
-def validation_texts(sst2: Path) -> list[str]:
-    import pyarrow.parquet as pq
-
-    return [str(t) for t in pq.read_table(sst2 / "validation.parquet").column("sentence").to_pylist()]
 
 
 def parity(default: Path, into: Path, texts: list[str]) -> dict[str, tuple[int, float]]:

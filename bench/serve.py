@@ -38,6 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from sst2 import model, validation_texts  # bench/sst2.py
+
 import docs  # bench/docs.py, beside this script
 
 PY = sys.executable
@@ -201,21 +203,6 @@ def batch_work(port: int, clf, texts: list[str], size: int) -> list:
 
 
 # --- the models and the baselines ----------------------------------------------------------------
-
-def model(models: Path, name: str, sst2: Path, *flags: str) -> Path:
-    out = models / name
-    if not (out / "model.safetensors").is_file():
-        print(f"training {name} on {sst2} ...", file=sys.stderr)
-        subprocess.run([*RNNCLI, "train", "--dataset", str(sst2), "--epochs", "1", "--out", str(out), *flags],
-                       check=True, stdout=subprocess.DEVNULL)
-    return out
-
-
-def validation_texts(sst2: Path) -> list[str]:
-    import pyarrow.parquet as pq
-
-    return [str(t) for t in pq.read_table(sst2 / "validation.parquet").column("sentence").to_pylist()]
-
 
 def eval_speed(folder: Path, sst2: Path, runtime: str = "torch") -> float:
     """`rnncli eval`'s sentences/s on SST-2 validation."""

@@ -111,3 +111,14 @@ def one_line_error(p, code=2) -> str:
     lines = [line for line in p.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in p.stderr + p.stdout, p.stderr
     return lines[0]
+
+
+def run_without(module: str, argv: list[str]):
+    """`rnncli ARGV` in a fresh interpreter that cannot import `module`, as where an extra is not
+    installed; the finished process."""
+    import subprocess
+    import sys
+
+    code = f"import sys; sys.modules[{module!r}] = None; from rnncli.cli import main; main({argv!r})"
+    return subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+                          capture_output=True, text=True, timeout=120, check=False)

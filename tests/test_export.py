@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import WORDS, one_line_error
+from conftest import WORDS, one_line_error, run_without
 from typer.testing import CliRunner
 
 from rnncli.cli import app
@@ -284,10 +284,7 @@ def test_onnx_is_loaded_only_from_a_sound_folder(tiny_model_copy):
 
 
 def test_without_the_extra_the_error_names_it(tiny_model_copy):
-    code = ("import sys; sys.modules['onnxruntime'] = None; from rnncli.cli import main; "
-            f"main(['export', '--model', {str(tiny_model_copy)!r}])")
-    p = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=120,
-                       check=False)
+    p = run_without("onnxruntime", ["export", "--model", str(tiny_model_copy)])
     assert 'pip install "rnncli[onnx]"' in one_line_error(p)
 
 

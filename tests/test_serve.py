@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from conftest import one_line_error
+from conftest import one_line_error, run_without
 
 from rnncli import load_model
 from rnncli.builtin import generate
@@ -365,10 +365,7 @@ def test_a_port_in_use_is_one_line(tiny_model, server):
 
 
 def test_without_the_extra_the_error_names_it(tiny_model):
-    code = ("import sys; sys.modules['fastapi'] = None; from rnncli.cli import main; "
-            f"main(['serve', '--model', {str(tiny_model)!r}])")
-    p = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=120,
-                       check=False)
+    p = run_without("fastapi", ["serve", "--model", str(tiny_model)])
     assert 'pip install "rnncli[serve]"' in one_line(p)
 
 
