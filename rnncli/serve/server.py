@@ -16,6 +16,7 @@ from rnncli.serve.options import ServeOptions
 OPTIONS_ENV = "RNNCLI_SERVE_OPTIONS"  # how uvicorn's worker processes learn the options...
 KEY_ENV = "RNNCLI_API_KEY"  # ...and the key, which never travels in a command line or a log
 GRACE_SECONDS = 30
+WORKER_HEALTHCHECK_SECONDS = 60
 BACKLOG = 2048  # uvicorn's own default  # longest wait for requests in flight after a stop signal
 
 
@@ -72,7 +73,7 @@ def run(options: ServeOptions, sock: socket.socket, app=None) -> None:
         sock.close()  # uvicorn binds it again for its workers
         _export_options(options)
         uvicorn.run("rnncli.serve.server:app_from_env", factory=True, host=options.host, port=port,
-                    workers=options.workers, **settings)
+                    workers=options.workers, **settings, **_worker_patience(uvicorn))
         return
     server = uvicorn.Server(uvicorn.Config(app, **settings))
     _freeze_heap()
@@ -84,6 +85,16 @@ def run(options: ServeOptions, sock: socket.socket, app=None) -> None:
             signal.signal(sig, handler)
     if not server.started:
         raise RnncliError("the server did not start (see the log above)")
+
+
+def _worker_patience(uvicorn) -> dict:
+    """uvicorn kills a worker that misses its 5 s health ping, and resets the connections it
+    holds; a worker importing torch and loading the model on a busy machine can miss it, so it gets
+    WORKER_HEALTHCHECK_SECONDS (where uvicorn has the setting, 0.30 on)."""
+    import inspect
+
+    known = inspect.signature(uvicorn.Config.__init__).parameters
+    return {"timeout_worker_healthcheck": WORKER_HEALTHCHECK_SECONDS} if "timeout_worker_healthcheck" in known else {}
 
 
 def _freeze_heap() -> None:
