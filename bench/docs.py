@@ -26,6 +26,17 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results.md"
 
 
+def markdown_table(rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows (the first is the header) as the lines of a markdown table, each column padded to its widest cell."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for i, row in enumerate(rows):
+        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
+        if i == 0:
+            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return lines
+
+
 def markers(section: str) -> tuple[str, str]:
     return f"<!-- {section} -->", f"<!-- /{section} -->"
 

@@ -201,12 +201,8 @@ def parity_table(agreement: dict[str, tuple[int, float]]) -> list[str]:
 
     rows = [("config (its architecture)", "labels that differ", "largest probability difference")]
     rows += [(name, str(differ), f"{gap:.1e}") for name, (differ, gap) in agreement.items()]
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    lines = ["", "parity on SST-2 validation, random weights (seed 0) of each shipped config's architecture:"]
-    for i, row in enumerate(rows):
-        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
-        if i == 0:
-            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    lines = ["", "parity on SST-2 validation, random weights (seed 0) of each shipped config's architecture:",
+             *docs.markdown_table(rows)]
     ok = all(d == 0 and g <= TOLERANCE["none"] for d, g in agreement.values())
     worst = max(g for _, g in agreement.values())
     lines.append(f"target every label equal, every probability within {TOLERANCE['none']:g}: "
@@ -273,16 +269,12 @@ def report(a, walls, evals, sizes, exports, said) -> list[str]:
         e = exports[key]
         notes = f"max difference {e['max_difference']:.2g} (tolerance {e['tolerance']:g}, {len(e['checks'])} checks)"
         table.append((f"`rnncli export` {label}, s", f"{e['seconds']:.2f}", notes))
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     machine = (f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}; medians of {a.rounds} rounds "
                f"(wall times) and {a.eval_rounds} (eval) in turns; eval texts: SST-2 validation; "
                f"TEXT: {a.text!r}")
     lines = [machine]
-    for i, row in enumerate(table):
-        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
-        if i == 0:
-            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    lines.extend(docs.markdown_table(table))
     agree = {key: (s["label"], s.get("probabilities")) for key, s in said.items()}
     if len({label for label, _ in agree.values()}) > 1:
         lines.append("predict answers differ: " + ", ".join(f"{k} {v[0]}" for k, v in agree.items()))

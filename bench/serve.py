@@ -341,15 +341,11 @@ def report(a, runs, rss, soak, baselines, per_call: float) -> list[str]:
                        ("onnx api", "Python API, runtime onnx, 64 texts a call")):
         table.append((label, "", "", f"{statistics.median(baselines[key]):,.0f}", "", "", "", ""))
     table.append(("`rnncli predict TEXT`, once per text", "1", f"{per_call:.2f}", f"{per_call:.2f}", "", "", "", ""))
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     machine = (f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                f"torch {torch.__version__}; medians of {a.rounds} rounds in turns, each {a.seconds:g} s or "
                f"{a.max_requests:,} requests; texts: SST-2 validation")
     lines = [machine]
-    for i, row in enumerate(table):
-        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
-        if i == 0:
-            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    lines.extend(docs.markdown_table(table))
     lines.append("server RSS MB, before -> after the rows above: " +
                  ", ".join(f"{name} {b:,.0f} -> {e:,.0f}" for name, (b, e) in rss.items()))
     lines.extend(targets(runs, soak, baselines))

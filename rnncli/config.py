@@ -88,6 +88,12 @@ class ModelConfig:
                         "embedding and recurrent layers, which must have this run's cell and sizes; the head "
                         "starts anew for this data's labels.")
 
+    @property
+    def explainable(self) -> bool:
+        """Whether `predict --explain` can show how such a model reads a text: the answer after each
+        prefix (one direction, last step) or the attention each word gets (`attn` pooling)."""
+        return (not self.bidirectional and self.pool == "last") or self.pool == "attn"
+
 
 @dataclass
 class TrainConfig:

@@ -153,6 +153,5 @@ class RNNClassifier(nn.Module):
 
     @property
     def explainable(self) -> bool:
-        """Whether `predict --explain` can show how this model reads a text: the answer after each
-        prefix (one direction, last step) or the attention each word gets (`attn` pooling)."""
-        return (self.directions == 1 and self.config.pool == "last") or self.config.pool == "attn"
+        """Whether `predict --explain` can show how this model reads a text (`ModelConfig.explainable`)."""
+        return self.config.explainable

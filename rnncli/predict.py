@@ -139,7 +139,7 @@ class Classifier:
             "model": self.loaded.path.resolve().name,
             "labels": self.labels,
             "architecture": asdict(config.model),
-            "explainable": config.model.pool == "attn" or (config.model.pool == "last" and not config.model.bidirectional),
+            "explainable": config.model.explainable,
             "parameters": sum(int(np.prod(shape)) for shape in shapes.values()),
             "vocab_size": meta["vocab_size"],
             "max_length": self.max_length,
