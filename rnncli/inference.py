@@ -47,9 +47,10 @@ def logits_of(model, enc: Encoded, batch_size: int = 128, device=None) -> torch.
         # output for the whole chunk is held at once: (tokens, hidden)
         ends = np.cumsum(enc.lengths)
         cuts = np.searchsorted(ends, np.arange(PACKED_TOKENS, int(ends[-1]), PACKED_TOKENS), side="right")
+        table = model.input_table(int(ends[-1]))  # one lookup per token instead of a product, when it pays
         for chunk in np.split(np.arange(len(enc)), np.unique(cuts[(cuts > 0) & (cuts < len(enc))])):
             idx, ids, sizes = packed_batch(enc, chunk)
-            out[torch.from_numpy(idx)] = model.packed_logits(ids, sizes).float()  # (texts, classes)
+            out[torch.from_numpy(idx)] = model.packed_logits(ids, sizes, table).float()  # (texts, classes)
     elif model.directions == 1:  # padding after a text cannot reach it: fewer, fuller batches
         for idx, ids, lengths in sorted_padded_batches(enc, batch_size):
             ids, lengths = torch.from_numpy(ids).to(device), torch.from_numpy(lengths)  # (seq, batch), (batch,)

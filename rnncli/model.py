@@ -23,6 +23,8 @@ RECURRENT = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 # the thread that starts them, so it is set here, on import, before any parallel op starts them.
 torch.set_flush_denormal(True)
 
+TABLE_BYTES = 1 << 28  # the largest first-layer lookup table inference builds (see `input_table`)
+
 
 class RNNClassifier(nn.Module):
     fused = True  # use rnncli.recurrence for the plain rnn cell on CPU (same weights, same results)
@@ -112,21 +114,39 @@ class RNNClassifier(nn.Module):
 
     @property
     def packable(self) -> bool:
-        """Whether `packed_logits` serves this model: a one-direction rnn cell on the CPU."""
-        return (self.fused and self.directions == 1 and isinstance(self.rnn, nn.RNN)
-                and self.head.weight.device.type == "cpu")
+        """Whether `packed_logits` serves this model: every cell and direction, on the CPU."""
+        return self.fused and self.head.weight.device.type == "cpu"
+
+    def input_table(self, tokens: int) -> list[torch.Tensor] | None:
+        """The first layer's input terms for every word of the vocabulary, per direction (vocab,
+        gates x hidden): E W_ih^T + b, so that inference on `tokens` tokens looks each one up
+        instead of multiplying it. None where that would cost more than it saves (fewer tokens
+        than words) or hold more than TABLE_BYTES."""
+        vocab, width = self.embedding.num_embeddings, self.rnn.weight_ih_l0.shape[0] * self.directions
+        if tokens <= vocab or vocab * width * 4 > TABLE_BYTES:
+            return None
+        suffixes = ["_l0", "_l0_reverse"][: self.directions]
+        return [recurrence.input_terms(self.rnn, s, self.embedding.weight) for s in suffixes]  # (vocab, gates x hidden) each
 
     @torch.inference_mode()
-    def packed_logits(self, ids: torch.Tensor, batch_sizes: list[int]) -> torch.Tensor:
+    def packed_logits(self, ids: torch.Tensor, batch_sizes: list[int], table: list[torch.Tensor] | None = None
+                      ) -> torch.Tensor:
         """Inference on packed texts (see `recurrence.run_packed`): ids (tokens,) -> logits (texts,
-        classes), texts in the packed order, longest first."""
+        classes), texts in the packed order, longest first. `table`: see `input_table`."""
         texts = batch_sizes[0]
         sizes = torch.tensor(batch_sizes)
         step_start = torch.cumsum(sizes, 0) - sizes  # (steps,) where each step's rows begin
         lengths = (sizes[None, :] > torch.arange(texts)[:, None]).sum(1)  # (texts,) longest first
-        out = recurrence.run_packed(self.rnn, self.embedding(ids), batch_sizes)  # (tokens, hidden)
+        if table is None:
+            out = recurrence.run_packed(self.rnn, self.embedding(ids), batch_sizes)  # (tokens, hidden x dirs)
+        else:
+            first = [t.index_select(0, ids) for t in table]  # (tokens, gates x hidden) per direction
+            out = recurrence.run_packed(self.rnn, None, batch_sizes, first=first)
         if self.config.pool == "last":
-            pooled = out[step_start[lengths - 1] + torch.arange(texts)]  # (texts, hidden)
+            pooled = out[step_start[lengths - 1] + torch.arange(texts)]  # (texts, hidden x dirs)
+            if self.directions == 2:  # the backward direction ends on each text's first token
+                hidden = out.shape[1] // 2
+                pooled = torch.cat([pooled[:, :hidden], out[:texts, hidden:]], dim=1)  # (texts, 2 hidden)
         else:
             text_of = torch.arange(len(ids)) - torch.repeat_interleave(step_start, sizes)  # (tokens,)
             pooled = out.new_zeros(texts, out.shape[1])

@@ -1,10 +1,16 @@
-"""A fused CPU recurrence for the plain RNN cell, with the same parameters and results as `nn.RNN`.
+"""A fused CPU recurrence for the rnn and gru cells, with the same parameters and results as
+`nn.RNN` and `nn.GRU`, and packed inference for every cell.
 
-On the CPU, `nn.RNN` records a small graph per time step and, going backward, computes the weight
-gradients one step at a time. Here each layer is one autograd Function: the input projection for all
-steps is one matrix product, the loop runs only h_t = act(xW_ih^T + b + h_{t-1}W_hh^T) forward and
-the matching loop backward, and the weight gradients are summed over all steps in one product each.
-The weights stay in the `nn.RNN` module (same names, same state dict); only the arithmetic differs.
+On the CPU, `nn.RNN` and `nn.GRU` record a small graph per time step and, going backward, compute
+the weight gradients one step at a time. Here each layer and direction is one autograd Function: the
+input projection for all steps is one matrix product, the loop runs only what depends on h_{t-1}
+forward (one h W_hh^T product and the gate math, in place) and the matching loop backward, and the
+weight gradients are summed over all steps in one product each. The weights stay in the torch module
+(same names, same state dict); only the arithmetic differs. `nn.LSTM` trains on torch's own path,
+which on the CPU is oneDNN's fused lstm and faster than this loop would be.
+
+`run_packed` runs inference on texts packed without padding, for the rnn, the gru and the lstm, in
+one or two directions. Gate order is torch's: r, z, n for the gru, i, f, g, o for the lstm.
 """
 
 from __future__ import annotations
@@ -64,59 +70,205 @@ class _Layer(torch.autograd.Function):
         return grad_x, grad_w_ih, grad_w_hh, grad_bias, grad_bias, None
 
 
-def layer_weights(rnn: nn.RNN, suffix: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _gru_steps(x, w_ih, w_hh, b_ih, b_hh) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The gru from h_{-1} = 0: x (seq, batch, in) -> out (seq, batch, hidden), with what the
+    backward pass reads: the gates r, z, n after their activations (seq, batch, 3 hidden) and the
+    recurrent term of n before r scales it, h_{t-1} W_hn^T + b_hn (seq, batch, hidden).
+
+        r, z = sigmoid(x W_ir,z^T + b_ir,z + h W_hr,z^T + b_hr,z)
+        n = tanh(x W_in^T + b_in + r * (h W_hn^T + b_hn));  h' = n + z * (h - n)
+    """
+    seq, batch, _ = x.shape
+    hidden = w_hh.shape[1]
+    rz = slice(0, 2 * hidden)
+    gates = torch.addmm(b_ih, x.reshape(seq * batch, -1), w_ih.t()).view(seq, batch, 3 * hidden)  # input terms
+    recurrent = b_hh.expand(seq, batch, 3 * hidden).contiguous()  # h W_hh^T + b_hh; h_{-1} = 0 leaves b_hh
+    out = x.new_empty(seq, batch, hidden)
+    w_hh_t = w_hh.t()
+    for t in range(seq):
+        g, rec = gates[t], recurrent[t]  # (batch, 3 hidden) each
+        if t:
+            rec.addmm_(out[t - 1], w_hh_t)
+        g[:, rz].add_(rec[:, rz]).sigmoid_()
+        r, z, n = g.chunk(3, 1)
+        n.addcmul_(r, rec[:, 2 * hidden:]).tanh_()
+        if t:  # h' = n + z * (h - n)
+            torch.addcmul(n, z, out[t - 1] - n, out=out[t])
+        else:  # h = 0: n - z * n
+            torch.addcmul(n, z, n, value=-1, out=out[t])
+    return out, gates, recurrent[..., 2 * hidden:]
+
+
+class _GRULayer(torch.autograd.Function):
+    """One direction of one gru layer from a zero start state: x (seq, batch, in) -> (seq, batch, hidden)."""
+
+    @staticmethod
+    def forward(ctx, x, w_ih, w_hh, b_ih, b_hh):
+        out, gates, hn = _gru_steps(x, w_ih, w_hh, b_ih, b_hh)
+        ctx.save_for_backward(x, w_ih, w_hh, out, gates, hn)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, w_ih, w_hh, out, gates, hn = ctx.saved_tensors
+        seq, batch, hidden = out.shape
+        r, z, n = gates.chunk(3, 2)  # (seq, batch, hidden) each
+        previous = torch.cat([out.new_zeros(1, batch, hidden), out[:-1]])  # h_{t-1}
+        # what multiplies dL/dh_t into each pre-activation's gradient, for all steps at once
+        to_n = (1 - z) * (1 - n * n)  # d n_pre = dh * to_n
+        to_z = (previous - n) * z * (1 - z)  # d z_pre = dh * to_z
+        to_r = hn * r * (1 - r)  # d r_pre = d n_pre * to_r
+        d_in = out.new_empty(seq, batch, 3 * hidden)  # gradients of the input terms: r, z, n
+        d_rec = out.new_empty(seq, batch, 3 * hidden)  # of the recurrent terms: r, z, and r * n's
+        dh = grad_out[-1]
+        for t in range(seq - 1, -1, -1):
+            dr, dz, dn = d_in[t].chunk(3, 1)
+            torch.mul(dh, to_n[t], out=dn)
+            torch.mul(dh, to_z[t], out=dz)
+            torch.mul(dn, to_r[t], out=dr)
+            rec = d_rec[t]
+            rec[:, : 2 * hidden].copy_(d_in[t, :, : 2 * hidden])
+            torch.mul(dn, r[t], out=rec[:, 2 * hidden:])
+            if t:  # dL/dh_{t-1}: its own gradient, through z, and through the recurrent product
+                dh = torch.addcmul(grad_out[t - 1], dh, z[t]).addmm_(rec, w_hh)
+        flat_in, flat_rec = d_in.view(seq * batch, -1), d_rec.view(seq * batch, -1)
+        grad_w_ih = flat_in.t() @ x.reshape(seq * batch, -1)  # (3 hidden, in), summed over steps
+        grad_w_hh = flat_rec[batch:].t() @ out[:-1].reshape(-1, hidden)  # step 0 saw h = 0
+        grad_x = (flat_in @ w_ih).view_as(x) if ctx.needs_input_grad[0] else None
+        return grad_x, grad_w_ih, grad_w_hh, flat_in.sum(0), flat_rec.sum(0)
+
+
+def layer_weights(rnn: nn.Module, suffix: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """W_ih, W_hh, b_ih and b_hh of one layer and direction (suffix `_l0`, `_l1_reverse`, ...)."""
     w_ih, w_hh = getattr(rnn, "weight_ih" + suffix), getattr(rnn, "weight_hh" + suffix)
     if not rnn.bias:
-        zero = w_hh.new_zeros(rnn.hidden_size)  # needs no gradient, so one tensor serves as both
+        zero = w_hh.new_zeros(w_hh.shape[0])  # needs no gradient, so one tensor serves as both
         return w_ih, w_hh, zero, zero
     return w_ih, w_hh, getattr(rnn, "bias_ih" + suffix), getattr(rnn, "bias_hh" + suffix)
 
 
 def supported(rnn: nn.Module, x: torch.Tensor) -> bool:
-    """The fused path covers the plain RNN cell on CPU tensors (cuDNN already fuses on CUDA)."""
-    return isinstance(rnn, nn.RNN) and x.device.type == "cpu" and not rnn.batch_first and not rnn.proj_size
+    """The fused path covers the rnn and gru modules on CPU tensors (cuDNN already fuses on CUDA)."""
+    return isinstance(rnn, (nn.RNN, nn.GRU)) and x.device.type == "cpu" and not rnn.batch_first
 
 
-def run_packed(rnn: nn.RNN, x: torch.Tensor, batch_sizes: list[int]) -> torch.Tensor:
-    """Inference on packed texts, one direction: x (tokens, features) holds step 0 of every text,
-    then step 1 of the texts that long, ... with texts sorted longest first, as in a PackedSequence;
-    batch_sizes[t] texts run at step t. Returns `out` in the same layout: (tokens, hidden).
+def input_terms(rnn: nn.Module, suffix: str, x: torch.Tensor) -> torch.Tensor:
+    """x W_ih^T plus the biases that add to it, for one layer and direction: (rows, in) ->
+    (rows, gates x hidden). The gru keeps b_hn apart (r scales it), so only b_ih is added there."""
+    w_ih, _, b_ih, b_hh = layer_weights(rnn, suffix)
+    return torch.addmm(b_ih if isinstance(rnn, nn.GRU) else b_ih + b_hh, x, w_ih.t())
+
+
+class Packed:
+    """Where each step's rows lie in packed texts (texts sorted longest first, as in a
+    PackedSequence): step t holds rows starts[t] .. starts[t] + sizes[t], one per text that long."""
+
+    def __init__(self, sizes: list[int]):
+        self.sizes = sizes
+        self.starts = [0]
+        for n in sizes[:-1]:
+            self.starts.append(self.starts[-1] + n)
+
+    def rows(self, t: int, n: int | None = None) -> slice:
+        """Step t's rows, or its first n (the texts still running at a later step)."""
+        return slice(self.starts[t], self.starts[t] + (self.sizes[t] if n is None else n))
+
+    def reversal(self) -> torch.Tensor:
+        """(tokens,) the row of the same text's token at step length - 1 - t, for every row:
+        the packed layout of every text read backwards (its own inverse)."""
+        sizes = torch.tensor(self.sizes)
+        starts = torch.tensor(self.starts)
+        step = torch.repeat_interleave(torch.arange(len(self.sizes)), sizes)  # (tokens,)
+        text = torch.arange(int(sizes.sum())) - starts[step]  # (tokens,)
+        lengths = (sizes[None, :] > torch.arange(self.sizes[0])[:, None]).sum(1)  # (texts,)
+        return starts[lengths[text] - 1 - step] + text
+
+
+def _packed_direction(rnn: nn.Module, suffix: str, terms: torch.Tensor, packed: Packed) -> torch.Tensor:
+    """One layer and direction over packed input terms (tokens, gates x hidden), in place: h
+    (tokens, hidden) in the same layout. Each step runs only the texts that long, on the first
+    rows of the step before."""
+    _, w_hh, _, b_hh = layer_weights(rnn, suffix)
+    w_hh_t, hidden = w_hh.t(), w_hh.shape[1]
+    if isinstance(rnn, nn.RNN):
+        act = torch.relu_ if rnn.nonlinearity == "relu" else torch.tanh_
+        act(terms[packed.rows(0)])  # h_{-1} = 0
+        for t in range(1, len(packed.sizes)):
+            n = packed.sizes[t]
+            act(terms[packed.rows(t)].addmm_(terms[packed.rows(t - 1, n)], w_hh_t))  # (n, hidden)
+        return terms
+    out = terms.new_empty(len(terms), hidden)
+    cells = terms.new_empty(len(terms), hidden) if isinstance(rnn, nn.LSTM) else None
+    for t in range(len(packed.sizes)):
+        now, before = packed.rows(t), packed.rows(t - 1, packed.sizes[t]) if t else None
+        g = terms[now]  # (n, gates x hidden)
+        if cells is None:  # gru
+            rec = b_hh.expand_as(g) if before is None else torch.addmm(b_hh, out[before], w_hh_t)
+            g[:, : 2 * hidden].add_(rec[:, : 2 * hidden]).sigmoid_()
+            r, z, n = g.chunk(3, 1)
+            n.addcmul_(r, rec[:, 2 * hidden:]).tanh_()
+            torch.addcmul(n, z, (out[before] if t else 0) - n, out=out[now])
+        else:  # lstm
+            if t:
+                g.addmm_(out[before], w_hh_t)
+            g[:, : 2 * hidden].sigmoid_()
+            g[:, 3 * hidden:].sigmoid_()
+            i, f, c, o = g.chunk(4, 1)
+            c.tanh_()
+            torch.mul(i, c, out=cells[now])
+            if t:
+                cells[now].addcmul_(f, cells[before])
+            torch.mul(o, cells[now].tanh(), out=out[now])
+    return out
+
+
+def run_packed(rnn: nn.Module, x: torch.Tensor, sizes: list[int], first: list[torch.Tensor] | None = None
+               ) -> torch.Tensor:
+    """Inference on packed texts: x (tokens, features) holds step 0 of every text, then step 1 of
+    the texts that long, ... with texts sorted longest first, as in a PackedSequence; sizes[t]
+    texts run at step t. Returns `out` in the same layout: (tokens, hidden x dirs). `first`, if
+    given, holds the first layer's input terms per direction (see `input_terms`), for x unused.
 
     No padding is computed, and a whole data set takes only as many steps as its longest text.
     """
-    relu = rnn.nonlinearity == "relu"
-    act = torch.relu_ if relu else torch.tanh_
-    starts = [0]
-    for n in batch_sizes[:-1]:
-        starts.append(starts[-1] + n)
+    packed = Packed(sizes)
+    dirs = 2 if rnn.bidirectional else 1
+    back = packed.reversal() if dirs == 2 else None
     for layer in range(rnn.num_layers):
-        w_ih, w_hh, b_ih, b_hh = layer_weights(rnn, f"_l{layer}")
-        out = torch.addmm(b_ih + b_hh, x, w_ih.t())  # (tokens, hidden): every step's input term at once
-        w_hh_t = w_hh.t()
-        act(out[: batch_sizes[0]])  # h_0 = 0
-        for t in range(1, len(batch_sizes)):
-            n = batch_sizes[t]
-            act(out[starts[t]: starts[t] + n].addmm_(out[starts[t - 1]: starts[t - 1] + n], w_hh_t))  # (n, hidden)
-        x = out
+        outputs = []
+        for d in range(dirs):
+            suffix = f"_l{layer}" + ("_reverse" if d else "")
+            terms = first[d] if layer == 0 and first is not None else input_terms(rnn, suffix, x)
+            if d:  # the reverse direction: each text read backwards, then put back in place
+                outputs.append(_packed_direction(rnn, suffix, terms[back], packed)[back])
+            else:
+                outputs.append(_packed_direction(rnn, suffix, terms, packed))
+        x = outputs[0] if dirs == 1 else torch.cat(outputs, dim=1)  # (tokens, hidden x dirs)
     return x
 
 
-def run(rnn: nn.RNN, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Same contract as `rnn(x)` with h0 = 0: out (seq, batch, hidden x dirs), h_n (layers x dirs, batch, hidden)."""
+def _direction(rnn: nn.Module, x: torch.Tensor, suffix: str) -> torch.Tensor:
+    """One layer and direction over x (seq, batch, in) read forward: its out (seq, batch, hidden)."""
+    w_ih, w_hh, b_ih, b_hh = layer_weights(rnn, suffix)
+    training = torch.is_grad_enabled()  # inference builds no graph and saves nothing for backward
+    if isinstance(rnn, nn.GRU):
+        return _GRULayer.apply(x, w_ih, w_hh, b_ih, b_hh) if training else _gru_steps(x, w_ih, w_hh, b_ih, b_hh)[0]
     relu = rnn.nonlinearity == "relu"
+    if training:
+        return _Layer.apply(x, w_ih, w_hh, b_ih, b_hh, relu)
+    return _steps(x, w_ih, w_hh, b_ih + b_hh, relu)
+
+
+def run(rnn: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Same contract as `rnn(x)` with h0 = 0: out (seq, batch, hidden x dirs), h_n (layers x dirs, batch, hidden)."""
     dirs = 2 if rnn.bidirectional else 1
     finals = []
     layer_input = x
     for layer in range(rnn.num_layers):
         outputs = []
         for d in range(dirs):
-            w_ih, w_hh, b_ih, b_hh = layer_weights(rnn, f"_l{layer}" + ("_reverse" if d else ""))
             seq_in = layer_input.flip(0) if d else layer_input  # the reverse direction reads backwards
-            if torch.is_grad_enabled():
-                out = _Layer.apply(seq_in, w_ih, w_hh, b_ih, b_hh, relu)  # (seq, batch, hidden)
-            else:  # inference: no graph, nothing saved for backward
-                out = _steps(seq_in, w_ih, w_hh, b_ih + b_hh, relu)
+            out = _direction(rnn, seq_in, f"_l{layer}" + ("_reverse" if d else ""))  # (seq, batch, hidden)
             finals.append(out[-1])
             outputs.append(out.flip(0) if d else out)
         layer_input = outputs[0] if dirs == 1 else torch.cat(outputs, dim=2)  # (seq, batch, hidden x dirs)

@@ -86,23 +86,29 @@ def test_explainable_only_for_one_direction_and_last_pooling():
     assert build(pool="attn", bidirectional=True).explainable  # it shows the attention each word gets
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
+    cell=st.sampled_from(["rnn", "gru", "lstm"]),
     pool=st.sampled_from(["last", "mean", "max", "attn"]),
     nonlinearity=st.sampled_from(["tanh", "relu"]),
+    bidirectional=st.booleans(),
     layers=st.integers(1, 3),
     lengths=st.lists(st.integers(1, 7), min_size=1, max_size=6),
+    lookup=st.booleans(),
     seed=st.integers(0, 10_000),
 )
-def test_packed_inference_matches_one_text_at_a_time(pool, nonlinearity, layers, lengths, seed):
-    """Evaluation packs many texts into one run without padding, and pools them with its own code
-    for every mode; each answer is the text's own, as the padded batch's pooling gives it too."""
+def test_packed_inference_matches_one_text_at_a_time(cell, pool, nonlinearity, bidirectional, layers, lengths,
+                                                     lookup, seed):
+    """Evaluation packs many texts into one run without padding (each text read backwards within
+    its own length for a second direction), may look the first layer's input terms up in a table,
+    and pools with its own code for every mode; each answer is the text's own, as the padded
+    batch's pooling gives it too."""
     import numpy as np
 
     from rnncli.batching import packed_batch
     from rnncli.tokenizer import Encoded
 
-    model = build(pool=pool, nonlinearity=nonlinearity, layers=layers)
+    model = build(cell=cell, pool=pool, nonlinearity=nonlinearity, bidirectional=bidirectional, layers=layers)
     assert model.packable
     g = torch.Generator().manual_seed(seed)
     lengths = np.array(lengths)
@@ -110,7 +116,9 @@ def test_packed_inference_matches_one_text_at_a_time(pool, nonlinearity, layers,
                   starts=np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths=lengths, full_lengths=lengths)
     order, ids, sizes = packed_batch(enc, np.arange(len(lengths)))
     assert sorted(order.tolist()) == list(range(len(lengths))) and sum(sizes) == lengths.sum()
-    logits = model.packed_logits(ids, sizes)  # (texts, classes), longest first
+    table = model.input_table(tokens=VOCAB + 1) if lookup else None  # more tokens than words: it pays
+    assert (table is not None) == lookup and model.input_table(tokens=VOCAB) is None
+    logits = model.packed_logits(ids, sizes, table)  # (texts, classes), longest first
     padded = torch.zeros(int(lengths.max()), len(lengths), dtype=torch.long)  # (seq, batch), 0 = <pad>
     for i in range(len(lengths)):
         padded[: lengths[i], i] = torch.from_numpy(enc.text(i))
