@@ -42,13 +42,18 @@ def app_from_env():
 
 
 def listen(options: ServeOptions) -> socket.socket:
-    """A socket bound to the host and port (a free one for port 0), or a one-line error."""
+    """A socket bound to the host and port (a free one for port 0), or a one-line error.
+
+    With --workers it is bound but not listening: uvicorn binds the port again for its workers once
+    this socket is closed, and a connection queued on it would be reset then; until the workers
+    listen, a client is refused, as by any server that has not started yet."""
     family = socket.AF_INET6 if ":" in options.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((options.host, options.port))
-        sock.listen(BACKLOG)  # connections wait in the queue until uvicorn takes them
+        if options.workers == 1:
+            sock.listen(BACKLOG)  # connections wait in the queue until uvicorn takes them
     except OSError as e:
         sock.close()
         raise RnncliError(f"cannot listen on {options.host}:{options.port} ({e.strerror or e})") from None
