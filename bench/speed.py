@@ -92,16 +92,14 @@ def in_turns(rounds: int, base_cmd: list[str], ours_args: list[str], out: Path) 
     return bases, ourses
 
 
-def training_rows(name: str, bases: list[dict], ourses: list[dict], target: float, epoch: int | None,
+def training_rows(name: str, bases: list[dict], ourses: list[dict], target: float, epoch: int,
                   spread: dict) -> list[tuple]:
-    """Rows for one pair: tokens/s of epoch `epoch` (None: the mean over epochs), with the ratio
-    and its target, then seconds per epoch, peak RSS and validation accuracy."""
-    def pick(run: dict, key: str) -> float:
-        return run[key][epoch - 1] if epoch else statistics.mean(run[key])
-    ratios = [pick(o, "tokens_per_second") / pick(b, "tokens_per_second") for b, o in zip(bases, ourses)]
+    """Rows for one pair's epoch `epoch` (from 1): tokens/s with the ratio and its target, then
+    seconds; the rounds' ratios go into `spread`."""
+    ratios = [o["tokens_per_second"][epoch - 1] / b["tokens_per_second"][epoch - 1] for b, o in zip(bases, ourses)]
     ratio = statistics.median(ratios)
     spread[name] = ratios
-    med = lambda runs, key: statistics.median(pick(r, key) for r in runs)
+    med = lambda runs, key: statistics.median(r[key][epoch - 1] for r in runs)
     return [(f"{name} training tokens/s", f"{med(bases, 'tokens_per_second'):,.0f}",
              f"{med(ourses, 'tokens_per_second'):,.0f}", f"{ratio:.1f}x", f">= {target:g}x", ratio >= target),
             (f"{name} seconds", f"{med(bases, 'seconds'):.1f}", f"{med(ourses, 'seconds'):.1f}", "", "", None)]

@@ -27,7 +27,7 @@ TABLE_BYTES = 1 << 28  # the largest first-layer lookup table inference builds (
 
 
 class RNNClassifier(nn.Module):
-    fused = True  # use rnncli.recurrence for the plain rnn cell on CPU (same weights, same results)
+    fused = True  # rnncli.recurrence on CPU: rnn and gru training, packed inference for every cell
 
     def __init__(self, config: ModelConfig, vocab_size: int, num_classes: int):
         super().__init__()
@@ -123,7 +123,7 @@ class RNNClassifier(nn.Module):
         instead of multiplying it. None where that would cost more than it saves (fewer tokens
         than words) or hold more than TABLE_BYTES."""
         vocab, width = self.embedding.num_embeddings, self.rnn.weight_ih_l0.shape[0] * self.directions
-        if tokens <= vocab or vocab * width * 4 > TABLE_BYTES:
+        if tokens <= vocab or vocab * width * self.embedding.weight.element_size() > TABLE_BYTES:
             return None
         suffixes = ["_l0", "_l0_reverse"][: self.directions]
         return [recurrence.input_terms(self.rnn, s, self.embedding.weight) for s in suffixes]  # (vocab, gates x hidden) each
@@ -134,21 +134,20 @@ class RNNClassifier(nn.Module):
         """Inference on packed texts (see `recurrence.run_packed`): ids (tokens,) -> logits (texts,
         classes), texts in the packed order, longest first. `table`: see `input_table`."""
         texts = batch_sizes[0]
-        sizes = torch.tensor(batch_sizes)
-        step_start = torch.cumsum(sizes, 0) - sizes  # (steps,) where each step's rows begin
-        lengths = (sizes[None, :] > torch.arange(texts)[:, None]).sum(1)  # (texts,) longest first
+        packed = recurrence.Packed(batch_sizes)
+        lengths = packed.lengths  # (texts,) longest first
         if table is None:
-            out = recurrence.run_packed(self.rnn, self.embedding(ids), batch_sizes)  # (tokens, hidden x dirs)
+            out = recurrence.run_packed(self.rnn, self.embedding(ids), packed)  # (tokens, hidden x dirs)
         else:
             first = [t.index_select(0, ids) for t in table]  # (tokens, gates x hidden) per direction
-            out = recurrence.run_packed(self.rnn, None, batch_sizes, first=first)
+            out = recurrence.run_packed(self.rnn, None, packed, first=first)
         if self.config.pool == "last":
-            pooled = out[step_start[lengths - 1] + torch.arange(texts)]  # (texts, hidden x dirs)
+            pooled = out[packed.row(lengths - 1, torch.arange(texts))]  # (texts, hidden x dirs)
             if self.directions == 2:  # the backward direction ends on each text's first token
                 hidden = out.shape[1] // 2
                 pooled = torch.cat([pooled[:, :hidden], out[:texts, hidden:]], dim=1)  # (texts, 2 hidden)
         else:
-            text_of = torch.arange(len(ids)) - torch.repeat_interleave(step_start, sizes)  # (tokens,)
+            text_of = packed.text  # (tokens,)
             pooled = out.new_zeros(texts, out.shape[1])
             if self.config.pool == "attn":  # a softmax within each text's own tokens
                 score = self.attn(out).squeeze(1)  # (tokens,)

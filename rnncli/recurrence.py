@@ -15,6 +15,8 @@ one or two directions. Gate order is torch's: r, z, n for the gru, i, f, g, o fo
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -80,23 +82,29 @@ def _gru_steps(x, w_ih, w_hh, b_ih, b_hh) -> tuple[torch.Tensor, torch.Tensor, t
     """
     seq, batch, _ = x.shape
     hidden = w_hh.shape[1]
-    rz = slice(0, 2 * hidden)
     gates = torch.addmm(b_ih, x.reshape(seq * batch, -1), w_ih.t()).view(seq, batch, 3 * hidden)  # input terms
     recurrent = b_hh.expand(seq, batch, 3 * hidden).contiguous()  # h W_hh^T + b_hh; h_{-1} = 0 leaves b_hh
     out = x.new_empty(seq, batch, hidden)
     w_hh_t = w_hh.t()
     for t in range(seq):
-        g, rec = gates[t], recurrent[t]  # (batch, 3 hidden) each
         if t:
-            rec.addmm_(out[t - 1], w_hh_t)
-        g[:, rz].add_(rec[:, rz]).sigmoid_()
-        r, z, n = g.chunk(3, 1)
-        n.addcmul_(r, rec[:, 2 * hidden:]).tanh_()
-        if t:  # h' = n + z * (h - n)
-            torch.addcmul(n, z, out[t - 1] - n, out=out[t])
-        else:  # h = 0: n - z * n
-            torch.addcmul(n, z, n, value=-1, out=out[t])
+            recurrent[t].addmm_(out[t - 1], w_hh_t)
+        _gru_step(gates[t], recurrent[t], out[t - 1] if t else None, out[t])
     return out, gates, recurrent[..., 2 * hidden:]
+
+
+def _gru_step(g: torch.Tensor, rec: torch.Tensor, h: torch.Tensor | None, out: torch.Tensor) -> None:
+    """One gru step for n texts, in place: the input terms g (n, 3 hidden) become r, z, n after
+    their activations, given the recurrent terms rec = h W_hh^T + b_hh (n, 3 hidden); h' goes to out
+    (n, hidden). h None is the zero start state."""
+    hidden = out.shape[1]
+    g[:, : 2 * hidden].add_(rec[:, : 2 * hidden]).sigmoid_()
+    r, z, n = g.chunk(3, 1)
+    n.addcmul_(r, rec[:, 2 * hidden:]).tanh_()
+    if h is None:  # h = 0: n - z * n
+        torch.addcmul(n, z, n, value=-1, out=out)
+    else:  # h' = n + z * (h - n)
+        torch.addcmul(n, z, h - n, out=out)
 
 
 class _GRULayer(torch.autograd.Function):
@@ -173,15 +181,29 @@ class Packed:
         """Step t's rows, or its first n (the texts still running at a later step)."""
         return slice(self.starts[t], self.starts[t] + (self.sizes[t] if n is None else n))
 
+    def row(self, step: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """The rows of (step, text) pairs."""
+        return torch.tensor(self.starts)[step] + text
+
+    @functools.cached_property
+    def step(self) -> torch.Tensor:
+        """(tokens,) the step of every row."""
+        return torch.repeat_interleave(torch.arange(len(self.sizes)), torch.tensor(self.sizes))
+
+    @functools.cached_property
+    def text(self) -> torch.Tensor:
+        """(tokens,) the text of every row, numbered longest first."""
+        return torch.arange(len(self.step)) - torch.tensor(self.starts)[self.step]
+
+    @functools.cached_property
+    def lengths(self) -> torch.Tensor:
+        """(texts,) each text's length, longest first."""
+        return (torch.tensor(self.sizes)[None, :] > torch.arange(self.sizes[0])[:, None]).sum(1)
+
     def reversal(self) -> torch.Tensor:
         """(tokens,) the row of the same text's token at step length - 1 - t, for every row:
         the packed layout of every text read backwards (its own inverse)."""
-        sizes = torch.tensor(self.sizes)
-        starts = torch.tensor(self.starts)
-        step = torch.repeat_interleave(torch.arange(len(self.sizes)), sizes)  # (tokens,)
-        text = torch.arange(int(sizes.sum())) - starts[step]  # (tokens,)
-        lengths = (sizes[None, :] > torch.arange(self.sizes[0])[:, None]).sum(1)  # (texts,)
-        return starts[lengths[text] - 1 - step] + text
+        return self.row(self.lengths[self.text] - 1 - self.step, self.text)
 
 
 def _packed_direction(rnn: nn.Module, suffix: str, terms: torch.Tensor, packed: Packed) -> torch.Tensor:
@@ -204,10 +226,7 @@ def _packed_direction(rnn: nn.Module, suffix: str, terms: torch.Tensor, packed: 
         g = terms[now]  # (n, gates x hidden)
         if cells is None:  # gru
             rec = b_hh.expand_as(g) if before is None else torch.addmm(b_hh, out[before], w_hh_t)
-            g[:, : 2 * hidden].add_(rec[:, : 2 * hidden]).sigmoid_()
-            r, z, n = g.chunk(3, 1)
-            n.addcmul_(r, rec[:, 2 * hidden:]).tanh_()
-            torch.addcmul(n, z, (out[before] if t else 0) - n, out=out[now])
+            _gru_step(g, rec, None if before is None else out[before], out[now])
         else:  # lstm
             if t:
                 g.addmm_(out[before], w_hh_t)
@@ -222,16 +241,15 @@ def _packed_direction(rnn: nn.Module, suffix: str, terms: torch.Tensor, packed: 
     return out
 
 
-def run_packed(rnn: nn.Module, x: torch.Tensor, sizes: list[int], first: list[torch.Tensor] | None = None
-               ) -> torch.Tensor:
+def run_packed(rnn: nn.Module, x: torch.Tensor | None, packed: Packed,
+               first: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Inference on packed texts: x (tokens, features) holds step 0 of every text, then step 1 of
-    the texts that long, ... with texts sorted longest first, as in a PackedSequence; sizes[t]
-    texts run at step t. Returns `out` in the same layout: (tokens, hidden x dirs). `first`, if
-    given, holds the first layer's input terms per direction (see `input_terms`), for x unused.
+    the texts that long, ... with texts sorted longest first, as in a PackedSequence (see `Packed`).
+    Returns `out` in the same layout: (tokens, hidden x dirs). `first`, if given, holds the first
+    layer's input terms per direction (see `input_terms`), and x is not read.
 
     No padding is computed, and a whole data set takes only as many steps as its longest text.
     """
-    packed = Packed(sizes)
     dirs = 2 if rnn.bidirectional else 1
     back = packed.reversal() if dirs == 2 else None
     for layer in range(rnn.num_layers):
