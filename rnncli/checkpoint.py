@@ -24,6 +24,7 @@ FORMAT_VERSION = 1
 WEIGHTS, CONFIG, TOKENIZER, METRICS = "model.safetensors", "config.json", "tokenizer.json", "metrics.jsonl"
 RESUME = "resume.safetensors"  # only while a run is interrupted
 ONNX = "model.onnx"  # written by `rnncli export`
+LANGUAGE_MODEL = "language-model"  # config.json's `kind` in a folder `rnncli pretrain` wrote
 MAX_VOCAB = 100_000_000  # a config.json's vocab_size beyond this is refused before anything loads
 
 
@@ -116,7 +117,7 @@ def read_meta(folder: str | Path) -> dict:
     if not isinstance(meta["format_version"], int) or meta["format_version"] > FORMAT_VERSION:
         raise RnncliError(f"{path}: format version {meta['format_version']} is newer than this rnncli "
                           f"reads ({FORMAT_VERSION}); upgrade rnncli")
-    for key in ("config", "labels", "vocab_size"):
+    for key in ("config", "vocab_size") if meta.get("kind") == LANGUAGE_MODEL else ("config", "labels", "vocab_size"):
         if key not in meta:
             raise RnncliError(f"{path}: `{key}` is missing")
     return meta
@@ -140,24 +141,88 @@ def inspect(folder: str | Path) -> tuple[dict, Config]:
 
     folder = Path(folder)
     meta = read_meta(folder)
+    if meta.get("kind") == LANGUAGE_MODEL:
+        raise RnncliError(f"{folder}: a language model (rnncli pretrain), which predicts words, not labels; "
+                          f"train a classifier from it with: rnncli train --init-from {folder}")
     path = folder / CONFIG
     config = from_dict(meta["config"], where=str(path))
-    labels, vocab = meta["labels"], meta["vocab_size"]
+    labels = meta["labels"]
     if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) for x in labels):
         raise RnncliError(f"{path}: `labels` must be a list of two or more names")
+    check_shapes(folder, expected_shapes(config.model, _vocab_size(meta, path), len(labels)))
+    return meta, config
+
+
+def _vocab_size(meta: dict, path: Path) -> int:
+    vocab = meta["vocab_size"]
     if not isinstance(vocab, int) or isinstance(vocab, bool) or not 3 <= vocab <= MAX_VOCAB:
         raise RnncliError(f"{path}: `vocab_size` must be an integer between 3 and {MAX_VOCAB:,}, not {vocab!r}")
+    return vocab
+
+
+def check_shapes(folder: Path, wanted: dict[str, tuple[int, ...]]) -> None:
+    """The weights file holds exactly the tensors `wanted` names, of those shapes."""
     weights = folder / WEIGHTS
     if not weights.is_file():
         raise RnncliError(f"{weights}: missing")
-    found, wanted = weight_shapes(weights), expected_shapes(config.model, vocab, len(labels))
+    found = weight_shapes(weights)
     for name in sorted(found.keys() | wanted.keys()):
         if found.get(name) != wanted.get(name):
             held = found.get(name, "absent")
             said = wanted.get(name, "no such weight")
             raise RnncliError(f"{weights}: does not match {CONFIG}: {name} is {held} in the weights, "
                               f"{said} by the config")
+
+
+def inspect_lm(folder: str | Path) -> tuple[dict, Config]:
+    """A language model's folder (`rnncli pretrain`), checked as `inspect` checks a classifier's."""
+    from rnncli.layout import lm_weight_shapes
+
+    folder = Path(folder)
+    meta = read_meta(folder)
+    if meta.get("kind") != LANGUAGE_MODEL:
+        raise RnncliError(f"{folder}: a classifier, not a language model (rnncli pretrain writes those)")
+    path = folder / CONFIG
+    config = from_dict(meta["config"], where=str(path))
+    check_shapes(folder, lm_weight_shapes(config.model, _vocab_size(meta, path)))
     return meta, config
+
+
+def is_language_model(folder: str | Path) -> bool:
+    return read_meta(folder).get("kind") == LANGUAGE_MODEL
+
+
+def _read_weights(folder: Path) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights = folder / WEIGHTS
+    try:
+        return load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise RnncliError(f"{weights}: unreadable or truncated ({first_line(e)})") from None
+
+
+def _fill(model, state: dict, folder: Path) -> None:
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:200]
+        raise RnncliError(f"{folder / WEIGHTS}: does not match {CONFIG} ({detail})") from None
+
+
+def load_lm(folder: str | Path, device: str = "cpu") -> Loaded:
+    """A language model from its folder, in eval mode; reads safetensors and JSON only."""
+    meta, config = inspect_lm(folder)
+    import torch
+
+    from rnncli.lm import LanguageModel
+
+    folder = Path(folder)
+    model = LanguageModel(config.model, vocab_size=meta["vocab_size"])
+    _fill(model, _read_weights(folder), folder)
+    model.to(torch.device(device)).eval()
+    return Loaded(model=model, tokenizer=folder_tokenizer(folder, meta), config=config, meta=meta, path=folder)
 
 
 def load(folder: str | Path = "runs/latest", device: str = "cpu", inspected: tuple[dict, Config] | None = None
@@ -166,23 +231,12 @@ def load(folder: str | Path = "runs/latest", device: str = "cpu", inspected: tup
     `inspected` is what `inspect(folder)` returned, when the caller checked the folder already."""
     meta, config = inspected or inspect(folder)
     import torch
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
     from rnncli.model import RNNClassifier
 
     folder = Path(folder)
-    weights = folder / WEIGHTS
-    try:
-        state = load_file(str(weights), device="cpu")
-    except (SafetensorError, OSError, ValueError) as e:
-        raise RnncliError(f"{weights}: unreadable or truncated ({first_line(e)})") from None
     model = RNNClassifier(config.model, vocab_size=meta["vocab_size"], num_classes=len(meta["labels"]))
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        detail = " ".join(str(e).split())[:200]
-        raise RnncliError(f"{weights}: does not match {CONFIG} ({detail})") from None
+    _fill(model, _read_weights(folder), folder)
     tokenizer = folder_tokenizer(folder, meta)
     model.to(torch.device(device)).eval()
     return Loaded(model=model, tokenizer=tokenizer, config=config, meta=meta, path=folder)
@@ -260,7 +314,8 @@ class Resumed:
     epoch: int  # the last finished epoch
     stale: int  # epochs since the best one
     best_epoch: int
-    best_accuracy: float
+    best_accuracy: float  # a classifier's; nan in a language model's
+    state: dict = field(default_factory=dict)  # every counter saved, a language model's best perplexity too
 
 
 def read_resume(folder: Path) -> Resumed:
@@ -291,8 +346,8 @@ def load_resume(folder: Path) -> tuple:
         if k.startswith("optim."):
             _, i, name = k.split(".", 2)
             moments.setdefault(int(i), {})[name] = v
-    counters = (state["epoch"], state["stale"], state["best_epoch"], state["best_accuracy"])
-    return model_state, {"state": moments, "param_groups": groups}, tensors["rng.torch"], *counters
+    counters = (state["epoch"], state["stale"], state["best_epoch"], state.get("best_accuracy", float("nan")))
+    return model_state, {"state": moments, "param_groups": groups}, tensors["rng.torch"], *counters, state
 
 
 def read_metrics(folder: Path) -> list[dict]:
@@ -386,6 +441,7 @@ class RunFolder:
     path: Path
     writes: bool = True
     meta: dict = field(default_factory=dict)
+    latest: bool = True  # whether the first save points runs/latest here (a language model's does not)
 
     def save_best(self, model, tokenizer, record: dict, best: dict) -> None:
         """A new best epoch: its weights, its scores in config.json, and its metrics record. The
@@ -399,16 +455,17 @@ class RunFolder:
             append_metrics(self.path, record)
         else:
             create_folder(self.path, model, tokenizer, self.meta, [record])
-            point_latest(self.path)
+            if self.latest:
+                point_latest(self.path)
 
     def add_record(self, record: dict) -> None:
         if self.writes:
             append_metrics(self.path, record)
 
-    def save_resume(self, model, optimizer, epoch: int, stale: int, best_epoch: int, best_accuracy: float) -> None:
+    def save_resume(self, model, optimizer, epoch: int, stale: int, best_epoch: int, **best: float) -> None:
+        """`best`: the best epoch's score, best_accuracy= for a classifier."""
         if self.writes:
-            save_resume(self.path, model, optimizer, {"epoch": epoch, "stale": stale, "best_epoch": best_epoch,
-                                                      "best_accuracy": best_accuracy})
+            save_resume(self.path, model, optimizer, {"epoch": epoch, "stale": stale, "best_epoch": best_epoch, **best})
 
     def finish(self) -> None:
         """The run is over: nothing is left to resume."""
@@ -424,7 +481,8 @@ class RunFolder:
         return records
 
     def best_weights(self) -> dict:
-        return load(self.path).model.state_dict()
+        loader = load_lm if self.meta.get("kind") == LANGUAGE_MODEL else load
+        return loader(self.path).model.state_dict()
 
     def tokenizer(self):
         from rnncli.tokenizer import load_tokenizer

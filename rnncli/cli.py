@@ -329,13 +329,13 @@ def _train_config(config: Path | None, flags: dict, init: str | None, resume: Pa
     return resolve(config, flags)
 
 
-def _exit_as_stopped(run) -> None:
+def _exit_as_stopped(run, again: str = "train") -> None:
     """An interrupted run says where its best model is and how to resume, and exits as the signal
     asks; a diverged one exits with 2."""
     if run.stopped == "interrupted":
         from rnncli.checkpoint import RESUME
 
-        more = f"; continue with: rnncli train --resume {run.out}" if (run.out / RESUME).exists() else ""
+        more = f"; continue with: rnncli {again} --resume {run.out}" if (run.out / RESUME).exists() else ""
         _say_stopped(f"rnncli: {run.message}; the best model so far (epoch {run.best_epoch}) is saved in "
                      f"{run.out}{more}")
         raise typer.Exit(128 + _stopped_by[0])
@@ -359,6 +359,116 @@ def _print_run(run) -> None:
                       f"on {run.test.examples:,} texts")
     console.print(f"best model (epoch {run.best_epoch}, val acc {run.best_accuracy:.2%}) saved to "
                   f"[bold]{run.out}[/bold]")
+
+
+def _lm_option(name: str, text: str):
+    """A pretrain option that means something of its own there, with the config's default."""
+    from rnncli.config import field_info
+
+    return typer.Option(help=_help(text, field_info(name).default), show_default=False)
+
+
+class LMProgress(RichProgress):
+    """Draws pretraining progress: RichProgress's bar, the data it reads and a line per epoch."""
+
+    def report(self, report) -> None:
+        t = Table(title="Texts", title_justify="left")
+        for col in ("part", "texts", "tokens"):
+            t.add_column(col, justify="right" if col != "part" else "left")
+        for name, texts in report.texts.items():
+            t.add_row("held out" if name == "validation" else name, f"{texts:,}", f"{report.tokens[name]:,}")
+        console.print(t)
+        p = report.length_percentiles
+        console.print(f"tokens per training text: p50 {p['p50']}, p90 {p['p90']}, p99 {p['p99']}, "
+                      f"max {p['max']}; {report.truncated_share:.1%} truncated at {report.max_length}")
+        console.print(f"vocabulary {report.vocab_size:,} words; held-out out-of-vocabulary rate "
+                      f"{report.val_oov_rate:.2%}")
+        for note in report.notes:
+            console.print(f"note: {note}")
+
+    def epoch_end(self, r) -> None:
+        self.bar.remove_task(self.task)
+        mark = "  [green]best[/green]" if r.improved else ""
+        console.print(f"epoch {r.epoch:>3}  train loss {r.train_loss:.4f}  held-out loss {r.loss:.4f}  "
+                      f"perplexity {r.perplexity:,.1f}  {r.seconds:.1f}s  {r.tokens_per_second:,.0f} tok/s{mark}")
+
+
+@app.command()
+@clean_errors
+def pretrain(
+    *,
+    config: Annotated[Path | None, typer.Option(help="A TOML run config ([data], [model], [train]); "
+                                                       "flags given here override it.")] = None,
+    dataset: Annotated[str | None, _lm_option("dataset", "Texts to learn from: any data source train reads (its "
+                                                    "train split; labels unused) or a .txt file, one text per line.")] = None,
+    text_column: Annotated[str | None, _config_option("text_column")] = None,
+    val_fraction: Annotated[float | None, _lm_option("val_fraction", "Share of the texts held out (seeded) for "
+                                                          "the perplexity.")] = None,
+    max_length: Annotated[int | None, _config_option("max_length")] = None,
+    min_freq: Annotated[int | None, _config_option("min_freq")] = None,
+    max_vocab: Annotated[int | None, _config_option("max_vocab")] = None,
+    cell: Annotated[str | None, _config_option("cell")] = None,
+    nonlinearity: Annotated[str | None, _config_option("nonlinearity")] = None,
+    layers: Annotated[int | None, _config_option("layers")] = None,
+    embed: Annotated[int | None, _config_option("embed")] = None,
+    hidden: Annotated[int | None, _config_option("hidden")] = None,
+    bidirectional: Annotated[bool | None,
+                             _config_option("bidirectional", "--bidirectional/--no-bidirectional")] = None,
+    dropout: Annotated[float | None, _config_option("dropout")] = None,
+    weight_init: Annotated[str | None, _config_option("weight_init")] = None,
+    epochs: Annotated[int | None, _config_option("epochs")] = None,
+    batch_size: Annotated[int | None, _config_option("batch_size")] = None,
+    lr: Annotated[float | None, _config_option("lr")] = None,
+    lr_decay: Annotated[float | None, _config_option("lr_decay")] = None,
+    weight_decay: Annotated[float | None, _config_option("weight_decay")] = None,
+    clip: Annotated[float | None, _config_option("clip")] = None,
+    seed: Annotated[int | None, _config_option("seed")] = None,
+    patience: Annotated[int | None, _lm_option("patience", "Stop after this many epochs without a lower "
+                                                     "held-out perplexity.")] = None,
+    device: Annotated[str | None, _config_option("device")] = None,
+    out: Annotated[str | None, typer.Option(help="Folder to write; empty: runs/<dataset>-lm-<timestamp>. "
+                                                 "runs/latest is left pointing at the newest classifier.",
+                                            show_default=False)] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue an interrupted pretraining run in this "
+                                                     "folder, with its own config.")] = None,
+):
+    """Pretrain the embedding and recurrent layers as a language model on unlabeled text: each
+    direction learns to predict the next word (a bidirectional model's second direction, the
+    word before). Then train a classifier from it with rnncli train --init-from FOLDER.
+
+    The same [model] options as train; pool and the head belong to the classifier. Examples:
+    rnncli pretrain --dataset ../shared/data/imdb --cell gru --bidirectional --out runs/imdb-lm;
+    rnncli train --dataset ../shared/data/imdb --cell gru --bidirectional --init-from runs/imdb-lm
+    """
+    flags = {k: v for k, v in locals().items() if k not in ("config", "resume")}
+    resolved = _train_config(config, flags, None, resume)
+    signal.signal(signal.SIGTERM, _terminate)
+    progress = LMProgress()
+    try:
+        from rnncli.pretrain import pretrain as run_pretraining
+
+        run = run_pretraining(resolved, progress, resume=resume)
+    except KeyboardInterrupt:
+        raise Interrupted(Interrupted.BEFORE_FIRST_EPOCH) from None
+    finally:
+        progress.close()
+    _print_lm_run(run)
+    _exit_as_stopped(run, again="pretrain")
+
+
+def _print_lm_run(run) -> None:
+    t = Table(title=f"Pretraining: {run.stopped}", title_justify="left")
+    for col in ("epoch", "lr", "train loss", "held-out loss", "perplexity", "seconds", "tok/s"):
+        t.add_column(col, justify="right")
+    for r in run.history:
+        style = "bold green" if r.epoch == run.best_epoch else None
+        t.add_row(str(r.epoch), f"{r.lr:.3g}", f"{r.train_loss:.4f}", f"{r.loss:.4f}", f"{r.perplexity:,.1f}",
+                  f"{r.seconds:.1f}", f"{r.tokens_per_second:,.0f}", style=style)
+    console.print(t)
+    if run.message and run.stopped != "interrupted":
+        console.print(f"[yellow]{run.stopped}:[/yellow] {run.message}")
+    console.print(f"best language model (epoch {run.best_epoch}, perplexity {run.best_perplexity:,.1f}) saved to "
+                  f"[bold]{run.out}[/bold]; train a classifier from it with: rnncli train --init-from {run.out}")
 
 
 @app.command("eval")

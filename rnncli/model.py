@@ -26,6 +26,22 @@ torch.set_flush_denormal(True)
 TABLE_BYTES = 1 << 28  # the largest first-layer lookup table inference builds (see `input_table`)
 
 
+def init_recurrent(rnn: nn.Module, how: str) -> None:
+    """W_hh per gate block as `--weight-init` asks: orthogonal, or identity, which lets a relu RNN
+    carry its state unchanged at first (Le et al. 2015); `default` keeps PyTorch's."""
+    if how == "default":
+        return
+    for name, p in rnn.named_parameters():
+        if name.startswith("weight_hh"):
+            for gate in p.data.chunk(p.shape[0] // p.shape[1]):  # one (hidden, hidden) block per gate
+                if how == "identity":
+                    nn.init.eye_(gate)
+                else:
+                    nn.init.orthogonal_(gate)
+        elif name.startswith("bias") and how == "identity":
+            nn.init.zeros_(p)
+
+
 class RNNClassifier(nn.Module):
     fused = True  # rnncli.recurrence on CPU: rnn and gru training, packed inference for every cell
 
@@ -43,22 +59,8 @@ class RNNClassifier(nn.Module):
         if config.pool == "attn":
             self.attn = nn.Linear(config.hidden * self.directions, 1)  # one score per step's output
         self.head = nn.Linear(config.hidden * self.directions, num_classes)
-        self._init_recurrent(config.weight_init)
+        init_recurrent(self.rnn, config.weight_init)
         self.embedding.weight.requires_grad_(not config.freeze_vectors)
-
-    def _init_recurrent(self, how: str) -> None:
-        """Identity W_hh lets a relu RNN carry its state unchanged at first (Le et al. 2015)."""
-        if how == "default":
-            return
-        for name, p in self.rnn.named_parameters():
-            if name.startswith("weight_hh"):
-                for gate in p.data.chunk(p.shape[0] // p.shape[1]):  # one (hidden, hidden) block per gate
-                    if how == "identity":
-                        nn.init.eye_(gate)
-                    else:
-                        nn.init.orthogonal_(gate)
-            elif name.startswith("bias") and how == "identity":
-                nn.init.zeros_(p)
 
     def encode(self, ids: torch.Tensor, lengths: torch.Tensor | None = None):
         """Run the recurrent layers; returns `out` (seq, batch, hidden x dirs) and the final state."""

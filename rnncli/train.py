@@ -125,6 +125,8 @@ def resolve_run(config: Config | None, resume) -> tuple[Config, checkpoint.Resum
     resumed = None
     if resume is not None:
         resumed = checkpoint.read_resume(Path(resume))
+        if resumed.meta.get("kind") == checkpoint.LANGUAGE_MODEL:
+            raise RnncliError(f"{resume}: a language model's run; continue it with: rnncli pretrain --resume {resume}")
         config = from_dict(resumed.meta["config"], where=str(resumed.path / checkpoint.CONFIG))
     if config is None:
         raise RnncliError("train() needs a config, or resume= a folder to continue")
@@ -175,13 +177,14 @@ def seed_everything(seed: int) -> None:
 
 
 def start_from(config: Config) -> checkpoint.Loaded | None:
-    """The model folder named by `init_from`, checked against this run's architecture."""
+    """The model folder named by `init_from` (a classifier, or a language model from `rnncli
+    pretrain`), checked against this run's architecture."""
     path = config.model.init_from
     if not path:
         return None
     if config.model.vectors:
         raise RnncliError("--init-from and --vectors both set the embedding: give one of them")
-    source = checkpoint.load(path)
+    source = checkpoint.load_lm(path) if checkpoint.is_language_model(path) else checkpoint.load(path)
     theirs, ours = source.config.model, config.model
     keys = ["cell", "layers", "embed", "hidden", "bidirectional"] + (["nonlinearity"] if ours.cell == "rnn" else [])
     for key in keys:
@@ -228,10 +231,19 @@ def prepare_data(config: Config, resumed: checkpoint.RunFolder | None, source) -
         data.vectors = read_vectors(config.model.vectors, tokenizer.get_vocab(), config.model.embed, added=added)
         report.notes.append(vectors_note(config.model.vectors, data.vectors, config.model.freeze_vectors))
     if source is not None:
-        report.notes.append(f"started from {config.model.init_from}: its vocabulary, embedding and "
-                            f"{config.model.cell} layers (trained on {source.meta['dataset']['name']}, "
-                            f"labels {', '.join(source.labels)}); a new head for {', '.join(corpus.labels)}")
+        report.notes.append(started_note(config, source, corpus.labels))
     return data
+
+
+def started_note(config: Config, source: checkpoint.Loaded, labels: list[str]) -> str:
+    """What `--init-from` took from its folder."""
+    trained = source.meta["dataset"]["name"]
+    if source.meta.get("kind") == checkpoint.LANGUAGE_MODEL:
+        what = f"a language model pretrained on {trained}"
+    else:
+        what = f"trained on {trained}, labels {', '.join(source.labels)}"
+    return (f"started from {config.model.init_from}: its vocabulary, embedding and {config.model.cell} layers "
+            f"({what}); a new head for {', '.join(labels)}")
 
 
 def vocabulary(config: Config, texts: list[str], resumed: checkpoint.RunFolder | None, source):
@@ -254,9 +266,17 @@ def build_model(config: Config, data: Data, source, device) -> RNNClassifier:
     if data.vectors is not None:
         init_embedding(model.embedding, data.vectors)
     if source is not None:
-        body = {k: v for k, v in source.model.state_dict().items() if not k.startswith("head.")}
+        body = source_body(source.model)
         model.load_state_dict(body, strict=False)  # everything but the head, which keeps its fresh init
     return model
+
+
+def source_body(source) -> dict:
+    """The embedding and recurrent weights a classifier takes from a trained classifier, or from
+    a pretrained language model (`LanguageModel.classifier_body`)."""
+    if hasattr(source, "classifier_body"):
+        return source.classifier_body()
+    return {k: v for k, v in source.state_dict().items() if k.startswith(("embedding.", "rnn."))}
 
 
 class Learner:
@@ -446,7 +466,7 @@ class Fit:
             self.stale += 1
             self.folder.add_record(result.record())
         self.folder.save_resume(model, self.learner.optimizer, epoch, self.stale, run.best_epoch,
-                                run.best_accuracy)
+                                best_accuracy=run.best_accuracy)
         self.progress.epoch_end(result)
         return self.stale >= self.config.train.patience
 
