@@ -1,0 +1,157 @@
+"""`rnncli pretrain`: a language model on unlabeled text, whose layers a classifier then starts from."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from rnncli import checkpoint, load_model
+from rnncli.builtin import generate
+from rnncli.cli import app
+from rnncli.config import ModelConfig, resolve
+from rnncli.errors import RnncliError
+from rnncli.lm import LanguageModel
+from rnncli.model import RNNClassifier
+from rnncli.pretrain import Progress, pretrain
+from rnncli.train import source_body, train
+
+runner = CliRunner()
+TINY = {"embed": 11, "hidden": 13, "batch_size": 16, "device": "cpu"}
+
+
+def one_line_error(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def reviews_txt(tmp_path_factory) -> Path:
+    """600 generated reviews, one per line, without their labels."""
+    path = tmp_path_factory.mktemp("text") / "reviews.txt"
+    path.write_text("".join(text + "\n" for text, _ in generate(600, seed=11)))
+    return path
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_a_bidirectional_classifier_from_the_lm_reads_as_its_two_stacks(cell, layers):
+    """The classifier's forward half is the forward stack's output and its backward half the
+    backward stack's on the reversed text: the cross-direction columns start at zero."""
+    config = ModelConfig(cell=cell, layers=layers, embed=11, hidden=13, bidirectional=True)
+    lm = LanguageModel(config, vocab_size=37).eval()
+    clf = RNNClassifier(config, vocab_size=37, num_classes=5).eval()
+    missing = clf.load_state_dict(source_body(lm), strict=False).missing_keys
+    assert sorted(missing) == ["head.bias", "head.weight"]
+    ids = torch.randint(2, 37, (7, 3))  # (seq, batch)
+    with torch.no_grad():
+        out, _ = clf.encode(ids)  # (seq, batch, 2 hidden)
+        x = lm.embedding(ids)
+        forward = lm.forward_rnn(x)[0]  # (seq, batch, hidden)
+        backward = lm.backward_rnn(x.flip(0))[0].flip(0)
+    torch.testing.assert_close(out[..., :13], forward)
+    torch.testing.assert_close(out[..., 13:], backward)
+
+
+def test_each_direction_scores_the_word_it_has_not_read():
+    """Forward: the output at step t scores word t + 1; backward: the word before."""
+    lm = LanguageModel(ModelConfig(cell="gru", embed=11, hidden=13, bidirectional=True), vocab_size=37).eval()
+    ids = torch.randint(2, 37, (7, 3))
+    with torch.no_grad():
+        total, count = lm(ids)
+        x = lm.embedding(ids)
+        expected = 0.0
+        for rnn, seq in ((lm.forward_rnn, ids), (lm.backward_rnn, ids.flip(0))):
+            out = rnn(x if rnn is lm.forward_rnn else x.flip(0))[0][:-1]  # (seq - 1, batch, hidden)
+            logp = lm.softmax.log_prob(out.reshape(-1, 13))  # (words, vocab)
+            expected -= logp.gather(1, seq[1:].reshape(-1, 1)).sum()
+    assert count == 2 * 6 * 3
+    torch.testing.assert_close(total, expected)
+
+
+def test_pretrain_then_train_from_it_then_predict(tmp_path, monkeypatch, reviews_csv, reviews_txt):
+    monkeypatch.chdir(tmp_path)
+    config = resolve(None, {**TINY, "cell": "gru", "bidirectional": True, "epochs": 2, "dataset": str(reviews_txt),
+                            "out": "lm"})
+    run = pretrain(config)
+    assert [e.epoch for e in run.history] == [1, 2]
+    assert run.history[-1].perplexity < run.history[0].perplexity < 37 * 3  # it learns the word order
+    meta = json.loads(Path("lm/config.json").read_text())
+    assert meta["kind"] == "language-model" and meta["best"]["epoch"] == run.best_epoch
+    assert not Path("runs/latest").exists()  # runs/latest stays the newest classifier
+    assert not Path("lm/resume.safetensors").exists()
+
+    lm = checkpoint.load_lm("lm").model
+    clf = train(resolve(None, {**TINY, "cell": "gru", "bidirectional": True, "pool": "attn", "epochs": 1,
+                               "dataset": str(reviews_csv), "init_from": "lm", "lr": 1e-9}))
+    assert any("a language model pretrained on" in n for n in clf.report.notes)
+    # at a vanishing learning rate the layers are still the language model's
+    torch.testing.assert_close(clf.model.rnn.weight_hh_l0_reverse, lm.backward_rnn.weight_hh_l0, atol=1e-6, rtol=0)
+    answers = load_model(clf.out).predict(["a wonderful film", "dull and boring"])
+    assert [a.label for a in answers] and all(a.label in ("neg", "pos") for a in answers)
+
+
+def test_interrupted_pretraining_resumes_to_the_same_model(tmp_path, monkeypatch, reviews_txt):
+    monkeypatch.chdir(tmp_path)
+
+    class StopInEpoch3(Progress):
+        def epoch_start(self, epoch, batches):
+            if epoch == 3:
+                raise KeyboardInterrupt
+
+    flags = {**TINY, "epochs": 3, "patience": 3, "dataset": str(reviews_txt)}
+    whole = pretrain(resolve(None, {**flags, "out": "whole"}))
+    cut = pretrain(resolve(None, {**flags, "out": "cut"}), StopInEpoch3())
+    assert cut.stopped == "interrupted" and len(cut.history) == 2
+    assert Path("cut/resume.safetensors").exists()
+    with pytest.raises(RnncliError, match="rnncli pretrain --resume"):
+        train(resume="cut")
+    resumed = pretrain(resume="cut")
+    assert [e.loss for e in resumed.history] == [e.loss for e in whole.history]
+    assert Path("cut/model.safetensors").read_bytes() == Path("whole/model.safetensors").read_bytes()
+    assert not Path("cut/resume.safetensors").exists()
+
+
+def test_a_language_model_is_refused_where_a_classifier_is_needed(tmp_path, monkeypatch, reviews_txt):
+    monkeypatch.chdir(tmp_path)
+    pretrain(resolve(None, {**TINY, "epochs": 1, "dataset": str(reviews_txt), "out": "lm"}))
+    for args in (["predict", "--model", "lm", "good"], ["eval", "--model", "lm"], ["export", "--model", "lm"]):
+        assert "rnncli train --init-from lm" in one_line_error(runner.invoke(app, args))
+    # a classifier of another architecture cannot start from it
+    line = one_line_error(runner.invoke(app, ["train", "--embed", "11", "--hidden", "17", "--init-from", "lm"]))
+    assert "hidden is 13" in line
+
+
+def test_bad_pretraining_input_is_one_line(tmp_path, monkeypatch, reviews_txt):
+    monkeypatch.chdir(tmp_path)
+    Path("empty.txt").write_text("\n \n")
+    Path("latin1.txt").write_bytes("a caf\xe9 film\n".encode("latin-1"))
+    Path("one-word.txt").write_text("good\nbad\nfine\n")
+    Path("stream.toml").write_text("[data]\nstreaming = true\n")
+    cases = {
+        ("--dataset", "empty.txt"): "0 non-empty text(s)",
+        ("--dataset", "missing.txt"): "no such file",
+        ("--dataset", "latin1.txt"): "not valid UTF-8",
+        ("--dataset", "one-word.txt"): "too few texts of two or more words",
+        ("--dataset", str(reviews_txt), "--hidden", "3"): "--hidden must be at least 4",
+        ("--dataset", str(reviews_txt), "--max-length", "1"): "--max-length must be at least 2",
+        ("--dataset", str(reviews_txt), "--lr", "nan"): "--lr must be a finite number",
+        ("--config", "stream.toml"): "--streaming is for rnncli train",
+        ("--resume", "nowhere"): "nowhere",
+    }
+    for args, message in cases.items():
+        assert message in one_line_error(runner.invoke(app, ["pretrain", *args])), args
+    assert not Path("runs").exists()  # nothing was written
+
+
+def test_a_crafted_lm_folder_is_refused_before_loading(tmp_path, reviews_txt):
+    pretrain(resolve(None, {**TINY, "epochs": 1, "dataset": str(reviews_txt), "out": str(tmp_path / "lm")}))
+    path = tmp_path / "lm" / "config.json"
+    meta = json.loads(path.read_text())
+    meta["config"]["model"]["hidden"] = 8192  # promises far larger weights than the file holds
+    path.write_text(json.dumps(meta))
+    with pytest.raises(RnncliError, match="does not match config.json"):
+        checkpoint.load_lm(tmp_path / "lm")
