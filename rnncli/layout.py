@@ -31,7 +31,7 @@ def weight_shapes(config: ModelConfig, vocab_size: int, num_classes: int) -> dic
     return shapes | {"head.weight": (num_classes, out), "head.bias": (num_classes,)}
 
 
-LM_CUTOFFS = (2000, 10000)  # word ids where the adaptive softmax's head and its tail clusters split
+LM_CUTOFFS = (500, 2500, 12500)  # word ids where the adaptive softmax's head and its tail clusters split
 LM_DIV = 2  # each tail cluster's projection is this many times narrower than the one before
 
 

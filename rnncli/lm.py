@@ -23,7 +23,7 @@ from rnncli.dropout import dropout, locked_dropout
 from rnncli.layout import LM_DIV, lm_cutoffs
 from rnncli.model import RECURRENT, init_recurrent
 
-MIN_HIDDEN = 4  # the adaptive softmax's narrowest cluster is hidden // 4 wide
+MIN_HIDDEN = 8  # the adaptive softmax's narrowest cluster is hidden // 8 wide
 
 
 class LanguageModel(nn.Module):

@@ -211,7 +211,7 @@ def resolve_lm_run(config: Config | None, resume) -> tuple[Config, checkpoint.Re
         raise RnncliError("pretrain() needs a config, or resume= a folder to continue")
     if config.model.hidden < MIN_HIDDEN:
         raise RnncliError(f"--hidden must be at least {MIN_HIDDEN} for pretrain (the adaptive softmax "
-                          f"narrows it by 4), not {config.model.hidden}")
+                          f"narrows it by 8), not {config.model.hidden}")
     for name in ("vectors", "init_from"):
         if getattr(config.model, name):
             raise RnncliError(f"pretrain learns its own embedding and layers; --{name.replace('_', '-')} "

@@ -136,7 +136,7 @@ def test_bad_pretraining_input_is_one_line(tmp_path, monkeypatch, reviews_txt):
         ("--dataset", "missing.txt"): "no such file",
         ("--dataset", "latin1.txt"): "not valid UTF-8",
         ("--dataset", "one-word.txt"): "too few texts of two or more words",
-        ("--dataset", str(reviews_txt), "--hidden", "3"): "--hidden must be at least 4",
+        ("--dataset", str(reviews_txt), "--hidden", "3"): "--hidden must be at least 8",
         ("--dataset", str(reviews_txt), "--max-length", "1"): "--max-length must be at least 2",
         ("--dataset", str(reviews_txt), "--lr", "nan"): "--lr must be a finite number",
         ("--config", "stream.toml"): "--streaming is for rnncli train",
