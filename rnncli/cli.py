@@ -401,7 +401,8 @@ def pretrain(
     config: Annotated[Path | None, typer.Option(help="A TOML run config ([data], [model], [train]); "
                                                        "flags given here override it.")] = None,
     dataset: Annotated[str | None, _lm_option("dataset", "Texts to learn from: any data source train reads (its "
-                                                    "train split; labels unused) or a .txt file, one text per line.")] = None,
+                                                    "train split; labels unused) or a .txt file, one text per line; "
+                                                    "several, joined by commas (sst2,imdb).")] = None,
     text_column: Annotated[str | None, _config_option("text_column")] = None,
     val_fraction: Annotated[float | None, _lm_option("val_fraction", "Share of the texts held out (seeded) for "
                                                           "the perplexity.")] = None,

@@ -11,6 +11,7 @@ Like `train`, it keeps the best epoch, stops early, and can be interrupted and r
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import math
 import time
@@ -55,18 +56,22 @@ class LMTexts:
 
 
 def lm_texts(config: DataConfig, seed: int) -> LMTexts:
-    """The train split's texts (never a validation or test split), or a .txt file's lines; a
-    seeded `val_fraction` of them is held out for the perplexity."""
+    """The texts of one or more sources (`a,b`: each one's train split, never a validation or test
+    split, or a .txt file's lines), in that order; a seeded `val_fraction` of them is held out
+    for the perplexity."""
     if config.streaming:
         raise RnncliError("pretrain reads its texts into memory; --streaming is for rnncli train")
-    path = Path(config.dataset).expanduser()
-    if path.suffix.lower() == ".txt":
-        if not path.is_file():
-            raise RnncliError(f"{config.dataset}: no such file")
-        texts = [t for t in read_file(path) if t.strip()]
-        source, fingerprint, notes = str(path.resolve()), _digest(texts), []
-    else:
-        source, fingerprint, texts, notes = _split_texts(config, seed)
+    whole = Path(config.dataset).expanduser().exists() or "," not in config.dataset
+    specs = [config.dataset] if whole else [s.strip() for s in config.dataset.split(",")]
+    if not all(specs):
+        raise RnncliError(f"{config.dataset}: an empty name in the list of sources")
+    sources, prints, texts, notes = [], [], [], []
+    for spec in specs:
+        source, fingerprint, more, said = _source_texts(dataclasses.replace(config, dataset=spec), seed)
+        sources.append(source)
+        prints.append(fingerprint)
+        texts += more
+        notes += [f"{spec}: {note}" for note in said] if len(specs) > 1 else said
     if len(texts) < 2:
         raise RnncliError(f"{config.dataset}: {len(texts)} non-empty text(s); pretraining needs at least 2")
     held = np.random.default_rng(seed).permutation(len(texts))[: max(1, round(len(texts) * config.val_fraction))]
@@ -74,8 +79,19 @@ def lm_texts(config: DataConfig, seed: int) -> LMTexts:
     mask[held] = True
     notes.append(f"held out {mask.sum():,} of {len(texts):,} texts ({config.val_fraction:.0%}, seed {seed}) "
                  "for the perplexity")
-    return LMTexts(config.dataset, source, fingerprint, [t for t, m in zip(texts, mask) if not m],
-                   [t for t, m in zip(texts, mask) if m], notes)
+    return LMTexts(config.dataset, ",".join(sources), prints[0] if len(prints) == 1 else _digest(prints),
+                   [t for t, m in zip(texts, mask) if not m], [t for t, m in zip(texts, mask) if m], notes)
+
+
+def _source_texts(config: DataConfig, seed: int) -> tuple[str, str, list[str], list[str]]:
+    """(source, fingerprint, texts, notes) of one source: a .txt file or a data set's train split."""
+    path = Path(config.dataset).expanduser()
+    if path.suffix.lower() != ".txt":
+        return _split_texts(config, seed)
+    if not path.is_file():
+        raise RnncliError(f"{config.dataset}: no such file")
+    texts = [t for t in read_file(path) if t.strip()]
+    return str(path.resolve()), _digest(texts), texts, [f"{len(texts):,} texts"]
 
 
 def _digest(texts: list[str]) -> str:
@@ -97,12 +113,13 @@ def _split_texts(config: DataConfig, seed: int) -> tuple[str, str, list[str], li
     if any(c in columns for c in (config.label_column, *LABEL_COLUMNS) if c):
         corpus = load_corpus(config, seed)
         carved = [n.removeprefix("no validation split: ") for n in corpus.notes if n.startswith("no validation split")]
-        note = "read the train split only"
+        texts = [t for t in corpus.train.texts if t.strip()]
+        note = f"{len(texts):,} texts of the train split only"
         if carved:
             note += f"; {carved[0]}, left out as rnncli train with the same seed validates on them"
-        return corpus.source, corpus.fingerprint, [t for t in corpus.train.texts if t.strip()], [note]
+        return corpus.source, corpus.fingerprint, texts, [note]
     texts = [t for t in as_texts(train.select_columns([text_col])[:][text_col]) if t.strip()]
-    return source, _digest(texts), texts, ["read the train split only (no labels there)"]
+    return source, _digest(texts), texts, [f"{len(texts):,} texts of the train split only (no labels there)"]
 
 
 @dataclass

@@ -181,3 +181,20 @@ def test_freeze_epochs_train_the_head_alone_first(tmp_path, monkeypatch, reviews
     assert not torch.equal(seen[2, "end"][0], body)  # epoch 2 trained every layer
     with pytest.raises(RnncliError, match="--freeze-epochs needs --init-from"):
         train(resolve(None, {**TINY, "freeze_epochs": 1}))
+
+
+def test_several_sources_and_never_the_rows_train_validates_on(reviews_csv, reviews_txt):
+    """`a,b` reads both; a labeled source without a validation split loses the rows `rnncli train`
+    carves out of it with the same seed, so fine-tuning never validates on pretrained texts."""
+    from rnncli.config import DataConfig
+    from rnncli.data import load_corpus
+    from rnncli.pretrain import lm_texts
+
+    both = lm_texts(DataConfig(dataset=f"{reviews_txt},{reviews_csv}"), seed=4)
+    validated = set(load_corpus(DataConfig(dataset=str(reviews_csv)), seed=4).splits["validation"].texts)
+    read = both.train + both.validation
+    assert len(read) == 600 + 270  # the text file's 600 lines and 90% of the csv's 300 rows
+    assert not validated & set(read[600:])
+    assert any(n.startswith(f"{reviews_csv}: 270 texts") for n in both.notes)
+    with pytest.raises(RnncliError, match="an empty name"):
+        lm_texts(DataConfig(dataset=f"{reviews_txt},"), seed=0)
