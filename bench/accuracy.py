@@ -43,7 +43,15 @@ RUNS = [  # data set, config file (None: defaults), extra overrides
     ("sst5", ROOT / "configs" / "sst5-gru.toml", {"vectors": str(VECTORS)}),
     # init_from names a config above: the model that config trained in this invocation
     ("sst5", ROOT / "configs" / "sst5-from-sst2.toml", {"init_from": ROOT / "configs" / "sst2-gru.toml"}),
+    # init_from PRETRAINED: the language model `rnncli pretrain` trains first in this invocation (LM below)
+    ("sst2", ROOT / "configs" / "sst2-gru-lm.toml", {"init_from": "PRETRAINED"}),
+    ("imdb", ROOT / "configs" / "imdb-gru-lm.toml", {"init_from": "PRETRAINED"}),
+    ("sst5", ROOT / "configs" / "sst5-gru-lm.toml", {"init_from": "PRETRAINED"}),
 ]
+# The pretraining those configs' headers give: the train splits of SST-2 and IMDB (IMDB's without
+# the rows carved out for validation), as one bidirectional GRU language model.
+LM = {"config": ROOT / "configs" / "sst2-gru-lm.toml", "data": ("sst2", "imdb"),
+      "flags": {"max_length": 200, "dropout": 0.1, "epochs": 4}}
 
 
 def write_splits(name: str, data: Path, dest: Path, imdb_rows: int) -> Path:
@@ -66,6 +74,25 @@ def write_splits(name: str, data: Path, dest: Path, imdb_rows: int) -> Path:
         pq.write_table(pa.table({"sentence": [s.texts[i] for i in rows],
                                  "label": [int(s.labels[i]) for i in rows]}), dest / f"{split}.parquet")
     return dest
+
+
+def pretrain_lm(folders: dict[str, Path], out: Path, quick: bool, table: list) -> Path:
+    """`rnncli pretrain` as LM says, timed, with its row in `table`; returns its folder."""
+    from rnncli.config import resolve
+    from rnncli.pretrain import pretrain
+
+    flags = {"dataset": ",".join(str(folders[n]) for n in LM["data"]), "device": "cpu", "out": str(out),
+             **LM["flags"]}
+    if quick:
+        flags["epochs"] = 1
+    start = time.perf_counter()
+    run = pretrain(resolve(LM["config"], flags))
+    seconds = time.perf_counter() - start
+    label = f"pretrain {'+'.join(LM['data'])} train text: perplexity {run.best_perplexity:.1f}"
+    table.append(("lm", label, run.config.model.cell, "", f"{run.best_epoch}/{len(run.history)}", seconds,
+                  float("nan"), float("nan")))
+    print(f"done: {table[-1]}", file=sys.stderr, flush=True)
+    return out
 
 
 def peers(script: Path, folder: Path) -> list[tuple[str, float, float]]:
@@ -104,6 +131,8 @@ def main() -> None:
         for name in dict.fromkeys(n for n, _, _ in RUNS if n != "builtin"):
             folders[name] = write_splits(name, a.data, tmp / name, 5000 if a.quick else 0)
         trained = {}  # config file -> the model folder it wrote
+        if any(extra.get("init_from") == "PRETRAINED" for _, _, extra in RUNS):
+            trained["PRETRAINED"] = pretrain_lm(folders, tmp / "lm", a.quick, table)
         for name, config_file, extra in RUNS:
             out = tmp / f"model-{len(table)}"
             source = extra.get("init_from")
@@ -120,7 +149,7 @@ def main() -> None:
             best = next(e for e in run.history if e.epoch == run.best_epoch)
             label = (config_file.name if config_file else "defaults") + (" + vectors" if config.model.vectors else "")
             if source is not None:
-                label += f" from {source.name}"
+                label += " from the LM" if source == "PRETRAINED" else f" from {source.name}"
             table.append((name, label, config.model.cell,
                           f"{config.model.nonlinearity}/{config.model.weight_init}/{config.model.pool}",
                           f"{run.best_epoch}/{len(run.history)}", time.perf_counter() - start,
@@ -137,7 +166,7 @@ def main() -> None:
              "|" + "|".join("---" for _ in header) + "|"]
     for row in sorted(table, key=lambda r: r[0]):
         name, cfg, cell, how, epochs, secs, acc, f1 = row
-        lines.append(f"| {name} | {cfg} | {cell} | {how} | {epochs} | {secs:.1f} | {acc:.4f} | "
+        lines.append(f"| {name} | {cfg} | {cell} | {how} | {epochs} | {secs:.1f} | {'' if math.isnan(acc) else f'{acc:.4f}'} | "
                      f"{'' if math.isnan(f1) else f'{f1:.4f}'} |")
     print("\n".join(lines))
     if a.write_docs:

@@ -198,3 +198,14 @@ def test_several_sources_and_never_the_rows_train_validates_on(reviews_csv, revi
     assert any(n.startswith(f"{reviews_csv}: 270 texts") for n in both.notes)
     with pytest.raises(RnncliError, match="an empty name"):
         lm_texts(DataConfig(dataset=f"{reviews_txt},"), seed=0)
+
+
+def test_the_lm_configs_share_the_architecture_of_one_language_model():
+    """Their headers pretrain one language model for all three; train --init-from checks these keys."""
+    configs = sorted((Path(__file__).parents[1] / "configs").glob("*-lm.toml"))
+    assert len(configs) == 3
+    keys = ("cell", "layers", "embed", "hidden", "bidirectional")
+    shapes = {tuple(getattr(resolve(path).model, k) for k in keys) for path in configs}
+    assert len(shapes) == 1
+    for path in configs:
+        assert "rnncli pretrain --config configs/sst2-gru-lm.toml" in path.read_text()
