@@ -278,7 +278,6 @@ def train(
     clip: Annotated[float | None, _config_option("clip")] = None,
     seed: Annotated[int | None, _config_option("seed")] = None,
     patience: Annotated[int | None, _config_option("patience")] = None,
-    freeze_epochs: Annotated[int | None, _config_option("freeze_epochs")] = None,
     label_smoothing: Annotated[float | None, _config_option("label_smoothing")] = None,
     class_weights: Annotated[str | None, _config_option("class_weights")] = None,
     device: Annotated[str | None, _config_option("device")] = None,

@@ -107,9 +107,6 @@ class TrainConfig:
     seed: int = _option(0, "Seed for weights, data order and splits.", min=0, max=SEED_LIMIT - 1)
     patience: int = _option(3, "Stop after this many epochs without a better validation accuracy.", min=1,
                      max=100_000)
-    freeze_epochs: int = _option(0, "With --init-from: the first this many epochs train only the new head (and "
-                                "attention), the embedding and recurrent layers held as the source left them; "
-                                "then every layer trains.", min=0, max=100_000)
     label_smoothing: float = _option(0.0, "Train towards (1 - this) on the true label and the rest spread over the "
                                 "others, instead of all on the true label.", min=0.0, max=0.99)
     class_weights: str = _option("none", "`auto` weighs the loss by inverse class frequency.", choices=CLASS_WEIGHTS)

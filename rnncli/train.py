@@ -130,10 +130,6 @@ def resolve_run(config: Config | None, resume) -> tuple[Config, checkpoint.Resum
         config = from_dict(resumed.meta["config"], where=str(resumed.path / checkpoint.CONFIG))
     if config is None:
         raise RnncliError("train() needs a config, or resume= a folder to continue")
-    if config.train.freeze_epochs and not config.model.init_from:
-        raise RnncliError("--freeze-epochs needs --init-from: a random body would never learn while held still")
-    if config.train.freeze_epochs and ddp.from_env().active:
-        raise RnncliError("--freeze-epochs is not supported under torchrun")
     if config.model.freeze_vectors and not config.model.vectors:
         raise RnncliError("--freeze-vectors needs --vectors FILE: a frozen random embedding would never learn")
     return config, resumed
@@ -297,33 +293,16 @@ class Learner:
             self.step_model = DistributedDataParallel(
                 model, device_ids=[setup.device.index] if setup.device.type == "cuda" else None)
             torch.manual_seed(train_cfg.seed + 1_000_003 * (dist.rank + 1))  # each process its own dropout masks
-        self.rows = not dist.active
-        self.optimizer, self.gradients, self.frozen = None, None, None
-        self.enter_phase(1)
+        rows = not dist.active
+        self.optimizer = make_optimizer(model, config, rows=rows)
+        self.gradients = Gradients(model, rows=rows, optimizer=self.optimizer)
         self.loss_fn = torch.nn.CrossEntropyLoss(weight=class_weights(config, corpus, setup.device),
                                                  label_smoothing=train_cfg.label_smoothing)
 
-    def enter_phase(self, epoch: int) -> None:
-        """The optimizer for `epoch`: over the head alone while `freeze_epochs` holds the body
-        (embedding and recurrent layers) still, then over every parameter, its moments new."""
-        frozen = epoch <= self.config.train.freeze_epochs
-        if frozen == self.frozen:
-            return
-        if self.gradients is not None:
-            self.gradients.close()
-        model = self.model
-        for p in model.rnn.parameters():
-            p.requires_grad_(not frozen)
-        model.embedding.weight.requires_grad_(not frozen and not self.config.model.freeze_vectors)
-        self.optimizer = make_optimizer(model, self.config, rows=self.rows)
-        self.gradients = Gradients(model, rows=self.rows, optimizer=self.optimizer)
-        self.frozen = frozen
-
     def set_epoch(self, epoch: int) -> None:
-        """Training mode, the epoch's optimizer and its learning rate; set between epochs, when
-        RowAdamW has brought every row up to date at the old rate."""
+        """Training mode and the epoch's learning rate; set between epochs, when RowAdamW has
+        brought every row up to date at the old rate."""
         self.model.train()
-        self.enter_phase(epoch)
         train_cfg = self.config.train
         for group in self.optimizer.param_groups:
             group["lr"] = train_cfg.lr * train_cfg.lr_decay ** (epoch - 1)
@@ -406,7 +385,6 @@ class Fit:
         """Continue after the interrupted run's last finished epoch, as if it had never stopped."""
         model, run = self.learner.model, self.run
         model.load_state_dict(resumed.model)
-        self.learner.enter_phase(resumed.epoch)  # the optimizer whose state was saved after that epoch
         self.learner.optimizer.load_state_dict(resumed.optimizer)
         self.folder.meta = resumed.meta
         self.first_epoch, self.stale = resumed.epoch + 1, resumed.stale

@@ -157,32 +157,6 @@ def test_a_crafted_lm_folder_is_refused_before_loading(tmp_path, reviews_txt):
         checkpoint.load_lm(tmp_path / "lm")
 
 
-def test_freeze_epochs_train_the_head_alone_first(tmp_path, monkeypatch, reviews_csv, reviews_txt):
-    monkeypatch.chdir(tmp_path)
-    pretrain(resolve(None, {**TINY, "epochs": 1, "dataset": str(reviews_txt), "out": "lm"}))
-    body = checkpoint.load_lm("lm").model.forward_rnn.weight_hh_l0
-    built, seen = [], {}
-    import rnncli.train as training
-
-    build = training.build_model
-    monkeypatch.setattr(training, "build_model", lambda *a: built.append(build(*a)) or built[0])
-
-    class Watch(Progress):
-        def epoch_start(self, epoch, batches):
-            seen[epoch, "start"] = [p.detach().clone() for p in (built[0].rnn.weight_hh_l0, built[0].head.weight)]
-
-        def epoch_end(self, result):
-            seen[result.epoch, "end"] = [p.detach().clone() for p in (built[0].rnn.weight_hh_l0, built[0].head.weight)]
-
-    train(resolve(None, {**TINY, "epochs": 2, "dataset": str(reviews_csv), "init_from": "lm", "freeze_epochs": 1}),
-          Watch())
-    torch.testing.assert_close(seen[1, "end"][0], body, rtol=0, atol=0)  # epoch 1 left the body alone
-    assert not torch.equal(seen[1, "end"][1], seen[1, "start"][1])  # and trained the head
-    assert not torch.equal(seen[2, "end"][0], body)  # epoch 2 trained every layer
-    with pytest.raises(RnncliError, match="--freeze-epochs needs --init-from"):
-        train(resolve(None, {**TINY, "freeze_epochs": 1}))
-
-
 def test_several_sources_and_never_the_rows_train_validates_on(reviews_csv, reviews_txt):
     """`a,b` reads both; a labeled source without a validation split loses the rows `rnncli train`
     carves out of it with the same seed, so fine-tuning never validates on pretrained texts."""
