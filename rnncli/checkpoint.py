@@ -188,8 +188,9 @@ def inspect_lm(folder: str | Path) -> tuple[dict, Config]:
     return meta, config
 
 
-def is_language_model(folder: str | Path) -> bool:
-    return read_meta(folder).get("kind") == LANGUAGE_MODEL
+def load_any(folder: str | Path) -> Loaded:
+    """A classifier's folder or a language model's, as its config.json says, on the CPU."""
+    return (load_lm if read_meta(folder).get("kind") == LANGUAGE_MODEL else load)(folder)
 
 
 def _read_weights(folder: Path) -> dict:
@@ -316,6 +317,23 @@ class Resumed:
     best_epoch: int
     best_accuracy: float  # a classifier's; nan in a language model's
     state: dict = field(default_factory=dict)  # every counter saved, a language model's best perplexity too
+
+
+def run_config(config: Config | None, resume, language_model: bool) -> tuple[Config, Resumed | None]:
+    """The config a run trains with: the given one, or the interrupted run's own in folder
+    `resume`, which must be a run of the same command (pretrain for a language model, else train)."""
+    command, other = ("pretrain", "train") if language_model else ("train", "pretrain")
+    if resume is not None and config is not None:
+        raise RnncliError("resume= continues with the folder's own config; pass no config with it")
+    if resume is None:
+        if config is None:
+            raise RnncliError(f"{command}() needs a config, or resume= a folder to continue")
+        return config, None
+    resumed = read_resume(Path(resume))
+    if (resumed.meta.get("kind") == LANGUAGE_MODEL) != language_model:
+        what = "a classifier's" if language_model else "a language model's"
+        raise RnncliError(f"{resume}: {what} run; continue it with: rnncli {other} --resume {resume}")
+    return from_dict(resumed.meta["config"], where=str(resumed.path / CONFIG)), resumed
 
 
 def read_resume(folder: Path) -> Resumed:
@@ -481,8 +499,7 @@ class RunFolder:
         return records
 
     def best_weights(self) -> dict:
-        loader = load_lm if self.meta.get("kind") == LANGUAGE_MODEL else load
-        return loader(self.path).model.state_dict()
+        return load_any(self.path).model.state_dict()
 
     def tokenizer(self):
         from rnncli.tokenizer import load_tokenizer

@@ -207,10 +207,15 @@ class RichProgress:
         for name, rows in report.rows.items():
             t.add_row(name, f"{rows:,}", *(f"{c:,}" for c in report.class_counts[name]))
         console.print(t)
+        self.print_reading(report, "validation")
+
+    @staticmethod
+    def print_reading(report, held: str) -> None:
+        """Text lengths, the vocabulary and its coverage of the `held` texts, and the notes."""
         p = report.length_percentiles
         console.print(f"tokens per training text: p50 {p['p50']}, p90 {p['p90']}, p99 {p['p99']}, "
                       f"max {p['max']}; {report.truncated_share:.1%} truncated at {report.max_length}")
-        console.print(f"vocabulary {report.vocab_size:,} words; validation out-of-vocabulary rate "
+        console.print(f"vocabulary {report.vocab_size:,} words; {held} out-of-vocabulary rate "
                       f"{report.val_oov_rate:.2%}")
         for note in report.notes:
             console.print(f"note: {note}")
@@ -378,13 +383,7 @@ class LMProgress(RichProgress):
         for name, texts in report.texts.items():
             t.add_row("held out" if name == "validation" else name, f"{texts:,}", f"{report.tokens[name]:,}")
         console.print(t)
-        p = report.length_percentiles
-        console.print(f"tokens per training text: p50 {p['p50']}, p90 {p['p90']}, p99 {p['p99']}, "
-                      f"max {p['max']}; {report.truncated_share:.1%} truncated at {report.max_length}")
-        console.print(f"vocabulary {report.vocab_size:,} words; held-out out-of-vocabulary rate "
-                      f"{report.val_oov_rate:.2%}")
-        for note in report.notes:
-            console.print(f"note: {note}")
+        self.print_reading(report, "held-out")
 
     def epoch_end(self, r) -> None:
         self.bar.remove_task(self.task)

@@ -89,19 +89,24 @@ def data_report(corpus: Corpus, train: Encoded, validation: Encoded, vocab_size:
                 ) -> DataReport:
     """What the training run reads: rows and classes per split, text lengths, vocabulary coverage."""
     full = train.full_lengths
-    pct = {f"p{q}": int(np.percentile(full, q)) for q in (50, 90, 99)} | {"max": int(full.max())}
     shown = corpus.counted_splits()
     return DataReport(
         labels=corpus.labels,
         rows={name: len(split) for name, split in shown.items()},
         class_counts={name: split.class_counts(len(corpus.labels)) for name, split in shown.items()},
-        length_percentiles=pct,
+        length_percentiles=length_percentiles(full),
         truncated_share=float((full > max_length).mean()),
         max_length=max_length,
         vocab_size=vocab_size,
         val_oov_rate=float((validation.ids == UNK_ID).mean()) if len(validation.ids) else 0.0,
         notes=list(corpus.notes),
     )
+
+
+def length_percentiles(full_lengths: np.ndarray) -> dict[str, int]:
+    """Tokens per text before truncation: p50, p90, p99 and max."""
+    pct = {f"p{q}": int(np.percentile(full_lengths, q)) for q in (50, 90, 99)}
+    return pct | {"max": int(full_lengths.max())}
 
 
 def as_texts(cells) -> list[str]:

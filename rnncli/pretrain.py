@@ -23,12 +23,13 @@ import torch
 
 from rnncli import checkpoint
 from rnncli.batching import LengthBuckets
-from rnncli.config import Config, DataConfig, from_dict
+from rnncli.config import Config, DataConfig
 from rnncli.data import (
     LABEL_COLUMNS,
     TEXT_COLUMNS,
     as_texts,
     find_column,
+    length_percentiles,
     load_corpus,
     open_dataset,
     require_train,
@@ -138,13 +139,12 @@ class LMReport:
 def lm_report(texts: LMTexts, train: Encoded, validation: Encoded, vocab_size: int, max_length: int,
               dropped: int) -> LMReport:
     full = train.full_lengths
-    pct = {f"p{q}": int(np.percentile(full, q)) for q in (50, 90, 99)} | {"max": int(full.max())}
     notes = list(texts.notes)
     if dropped:
         notes.append(f"left out {dropped:,} texts of one token: no next word to predict")
     return LMReport(texts={"train": len(train), "validation": len(validation)},
                     tokens={"train": int(train.lengths.sum()), "validation": int(validation.lengths.sum())},
-                    length_percentiles=pct, truncated_share=float((full > max_length).mean()),
+                    length_percentiles=length_percentiles(full), truncated_share=float((full > max_length).mean()),
                     max_length=max_length, vocab_size=vocab_size,
                     val_oov_rate=float((validation.ids[_token_mask(validation)] == UNK_ID).mean()), notes=notes)
 
@@ -215,17 +215,8 @@ def pretrain(config: Config | None = None, progress: Progress | None = None, res
 
 
 def resolve_lm_run(config: Config | None, resume) -> tuple[Config, checkpoint.Resumed | None]:
-    """The run's config: the given one, or the interrupted run's own in folder `resume`."""
-    if resume is not None and config is not None:
-        raise RnncliError("resume= continues with the folder's own config; pass no config with it")
-    resumed = None
-    if resume is not None:
-        resumed = checkpoint.read_resume(Path(resume))
-        if resumed.meta.get("kind") != checkpoint.LANGUAGE_MODEL:
-            raise RnncliError(f"{resume}: a classifier's run; continue it with: rnncli train --resume {resume}")
-        config = from_dict(resumed.meta["config"], where=str(resumed.path / checkpoint.CONFIG))
-    if config is None:
-        raise RnncliError("pretrain() needs a config, or resume= a folder to continue")
+    """The run's config (see `checkpoint.run_config`), checked for what pretraining needs."""
+    config, resumed = checkpoint.run_config(config, resume, language_model=True)
     if config.model.hidden < MIN_HIDDEN:
         raise RnncliError(f"--hidden must be at least {MIN_HIDDEN} for pretrain (the adaptive softmax "
                           f"narrows it by 8), not {config.model.hidden}")

@@ -24,7 +24,7 @@ from torch.distributed.algorithms.join import Join
 from rnncli import checkpoint
 from rnncli import distributed as ddp
 from rnncli.batching import SplitBatches, StreamBatches
-from rnncli.config import Config, from_dict
+from rnncli.config import Config
 from rnncli.data import DataReport, data_report, load_corpus
 from rnncli.device import resolve_device
 from rnncli.errors import Interrupted, RnncliError
@@ -119,17 +119,8 @@ def train(config: Config | None = None, progress: Progress | None = None, resume
 
 
 def resolve_run(config: Config | None, resume) -> tuple[Config, checkpoint.Resumed | None]:
-    """The run's config: the given one, or the interrupted run's own in folder `resume`."""
-    if resume is not None and config is not None:
-        raise RnncliError("resume= continues with the folder's own config; pass no config with it")
-    resumed = None
-    if resume is not None:
-        resumed = checkpoint.read_resume(Path(resume))
-        if resumed.meta.get("kind") == checkpoint.LANGUAGE_MODEL:
-            raise RnncliError(f"{resume}: a language model's run; continue it with: rnncli pretrain --resume {resume}")
-        config = from_dict(resumed.meta["config"], where=str(resumed.path / checkpoint.CONFIG))
-    if config is None:
-        raise RnncliError("train() needs a config, or resume= a folder to continue")
+    """The run's config (see `checkpoint.run_config`), checked for what training needs."""
+    config, resumed = checkpoint.run_config(config, resume, language_model=False)
     if config.model.freeze_vectors and not config.model.vectors:
         raise RnncliError("--freeze-vectors needs --vectors FILE: a frozen random embedding would never learn")
     return config, resumed
@@ -184,7 +175,7 @@ def start_from(config: Config) -> checkpoint.Loaded | None:
         return None
     if config.model.vectors:
         raise RnncliError("--init-from and --vectors both set the embedding: give one of them")
-    source = checkpoint.load_lm(path) if checkpoint.is_language_model(path) else checkpoint.load(path)
+    source = checkpoint.load_any(path)
     theirs, ours = source.config.model, config.model
     keys = ["cell", "layers", "embed", "hidden", "bidirectional"] + (["nonlinearity"] if ours.cell == "rnn" else [])
     for key in keys:
