@@ -36,18 +36,21 @@ PACKED_TOKENS = 65536  # tokens per packed inference chunk: 32 MB per (tokens, 1
 
 
 @torch.inference_mode()
-def logits_of(model, enc: Encoded, batch_size: int = 128, device=None) -> torch.Tensor:
-    """Logits for every text, in input order: (texts, classes), float32 on the CPU."""
+def logits_of(model, enc: Encoded, batch_size: int = 128, device=None, table=None) -> torch.Tensor:
+    """Logits for every text, in input order: (texts, classes), float32 on the CPU. `table`: the
+    model's `input_table()`, built once by a caller that keeps the model loaded."""
     device = device or next(model.parameters()).device
     was_training = model.training
-    model.eval()
+    if was_training:  # a walk over every module each way: a tenth of a one-text call
+        model.eval()
     out = torch.empty(len(enc), model.head.out_features)
     if getattr(model, "packable", False) and len(enc):
         # packed: no padding and few steps, so large chunks; bounded in tokens, since each layer's
         # output for the whole chunk is held at once: (tokens, hidden)
         ends = np.cumsum(enc.lengths)
         cuts = np.searchsorted(ends, np.arange(PACKED_TOKENS, int(ends[-1]), PACKED_TOKENS), side="right")
-        table = model.input_table(int(ends[-1]))  # one lookup per token instead of a product, when it pays
+        if table is None:
+            table = model.input_table(int(ends[-1]))  # one lookup per token instead of a product, when it pays
         for chunk in np.split(np.arange(len(enc)), np.unique(cuts[(cuts > 0) & (cuts < len(enc))])):
             idx, ids, sizes = packed_batch(enc, chunk)
             out[torch.from_numpy(idx)] = model.packed_logits(ids, sizes, table).float()  # (texts, classes)
@@ -58,12 +61,13 @@ def logits_of(model, enc: Encoded, batch_size: int = 128, device=None) -> torch.
     else:
         for idx, ids in LengthBuckets(enc).batches(batch_size):
             out[torch.from_numpy(idx)] = model(ids.to(device)).float().cpu()  # (batch, classes)
-    model.train(was_training)
+    if was_training:
+        model.train()
     return out
 
 
-def probabilities(model, enc: Encoded, batch_size: int = 128, device=None) -> np.ndarray:
+def probabilities(model, enc: Encoded, batch_size: int = 128, device=None, table=None) -> np.ndarray:
     """Class probabilities for every text, in input order: (texts, classes)."""
     device = device or next(model.parameters()).device
     with one_thread(device.type == "cpu" and enc.ids.size < FEW_TOKENS):
-        return torch.softmax(logits_of(model, enc, batch_size, device), dim=1).numpy()
+        return torch.softmax(logits_of(model, enc, batch_size, device, table), dim=1).numpy()

@@ -119,13 +119,15 @@ class RNNClassifier(nn.Module):
         """Whether `packed_logits` serves this model: every cell and direction, on the CPU."""
         return self.fused and self.head.weight.device.type == "cpu"
 
-    def input_table(self, tokens: int) -> list[torch.Tensor] | None:
+    def input_table(self, tokens: int | None = None) -> list[torch.Tensor] | None:
         """The first layer's input terms for every word of the vocabulary, per direction (vocab,
         gates x hidden): E W_ih^T + b, so that inference on `tokens` tokens looks each one up
         instead of multiplying it. None where that would cost more than it saves (fewer tokens
-        than words) or hold more than TABLE_BYTES."""
+        than words) or hold more than TABLE_BYTES; `tokens` None: wherever it fits, for a model
+        kept loaded for many calls."""
         vocab, width = self.embedding.num_embeddings, self.rnn.weight_ih_l0.shape[0] * self.directions
-        if tokens <= vocab or vocab * width * self.embedding.weight.element_size() > TABLE_BYTES:
+        few = tokens is not None and tokens <= vocab
+        if few or vocab * width * self.embedding.weight.element_size() > TABLE_BYTES:
             return None
         suffixes = ["_l0", "_l0_reverse"][: self.directions]
         return [recurrence.input_terms(self.rnn, s, self.embedding.weight) for s in suffixes]  # (vocab, gates x hidden) each

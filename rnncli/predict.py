@@ -105,6 +105,7 @@ class Classifier:
         self.device = next(self.model.parameters()).device if self.runtime == "torch" else "cpu"
         self.asked_runtime = self.runtime
         self._explainer: Classifier | None = None
+        self._table = None  # the first layer's lookup table, once `warm` has built it
 
     @classmethod
     def load(cls, path: str | Path = "runs/latest", device: str = "cpu", inspected=None,
@@ -126,6 +127,20 @@ class Classifier:
         if self._explainer is None:
             self._explainer = Classifier.load(self.loaded.path, inspected=(self.loaded.meta, self.loaded.config))
         return self._explainer
+
+    def warm(self) -> Classifier:
+        """Build once what every call would otherwise pay for, for a classifier kept loaded (a
+        server): the tokenizer's word dictionary for ASCII texts and, on the CPU, the first layer's
+        lookup table (`RNNClassifier.input_table`)."""
+        from rnncli.tokenizer import ascii_words
+
+        ascii_words(self.tokenizer)
+        if self.runtime == "torch" and self.device.type == "cpu" and getattr(self.model, "packable", False):
+            import torch
+
+            with torch.inference_mode():
+                self._table = self.model.input_table()
+        return self
 
     def card(self) -> dict:
         """What the model is: labels, architecture and size, the data it learned from, its best and
@@ -191,7 +206,7 @@ class Classifier:
             return self.model.probabilities(enc, batch_size)
         from rnncli.inference import probabilities
 
-        return probabilities(self.model, enc, batch_size, self.device)
+        return probabilities(self.model, enc, batch_size, self.device, self._table)
 
     def explain(self, text: str) -> Explanation:
         """How the model read `text`, from the RNN's `out` at every step: the class probabilities

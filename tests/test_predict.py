@@ -231,3 +231,17 @@ def test_a_few_texts_run_on_one_thread_and_the_setting_is_restored(clf, monkeypa
     clf.predict(["a great film"] * 5000)  # 15,000 tokens
     assert seen == [1, before]
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("options", [{}, {"cell": "gru", "bidirectional": True, "pool": "attn"}, {"cell": "lstm"}])
+def test_a_warm_classifier_answers_as_a_cold_one(model_folder, options):
+    """`warm` (what a server builds once: the ASCII word dictionary and the first layer's lookup
+    table) changes no answer beyond BATCH_TOLERANCE."""
+    folder, _ = model_folder(**options)
+    cold, warm = Classifier.load(folder), Classifier.load(folder).warm()
+    assert warm._table is not None and cold._table is None
+    texts = ["i loved the film", "dull, dull , DULL", "", "é 😀 the plot", "zzyzx is not great<br/>but"] * 3
+    for a, b in zip(cold.predict(texts), warm.predict(texts)):
+        assert (a.label, a.tokens, a.unknown_share, a.empty) == (b.label, b.tokens, b.unknown_share, b.empty)
+        for k in a.probabilities:
+            assert a.probabilities[k] == pytest.approx(b.probabilities[k], abs=BATCH_TOLERANCE, rel=0)

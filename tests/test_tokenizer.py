@@ -13,7 +13,16 @@ from hypothesis import strategies as st
 from rnncli.builtin import generate
 from rnncli.checkpoint import load
 from rnncli.config import resolve
-from rnncli.tokenizer import PAD_ID, UNK_ID, encode, load_tokenizer, train_tokenizer
+from rnncli.tokenizer import (
+    FAST_FROM,
+    PAD_ID,
+    UNK_ID,
+    ascii_words,
+    encode,
+    encode_ids,
+    load_tokenizer,
+    train_tokenizer,
+)
 from rnncli.train import train
 
 TEXTS = ["Hello, World!", "hello again , world", "A café<br />in Paris", "ﬁne ＦＵＬＬ width"]
@@ -124,3 +133,37 @@ def test_split_words_gives_the_vocabulary_words():
     assert words == [["it", "'", "s", "a", "film", "!"], ["does", "n", "'", "t", "work"]]
     vocab = train_tokenizer(texts).get_vocab()
     assert {w for row in words for w in row} == vocab.keys() - {"<pad>", "<unk>"}
+
+
+# ASCII text goes through rnncli's own copy of the rules; it must give tokenizers' ids exactly.
+ASCII = st.text(alphabet=st.characters(max_codepoint=127), max_size=60)
+BREAKS = st.sampled_from(["<br>", "<BR />", "<br/>", "<Br\t/>", "<br\x0b>", "<br\x1c/>", "<br / >", "< br>", "<brr>"])
+WORDS = ["the", "film", "is", "great", "_", "x1", "!", "...", "'s", "<unk>"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(ASCII, st.lists(st.one_of(ASCII, BREAKS, st.sampled_from(WORDS))).map("".join)),
+                min_size=1, max_size=8),
+       st.booleans())
+def test_the_ascii_fast_path_gives_the_ids_tokenizers_gives(texts, with_break_word):
+    tok = train_tokenizer(WORDS + ["br", "THE FILM, <br />Great!!"] + (["<br>"] if with_break_word else []))
+    assert ascii_words(tok) is not None
+    assert encode_ids(tok, texts) == [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+
+
+def test_the_fast_path_serves_ascii_texts_and_tokenizers_the_rest():
+    tok = train_tokenizer(TEXTS)
+    texts = ["Hello, World!", "A café<br />in Paris", "ﬁne ＦＵＬＬ width", "", "   ", "hello\x00world"]
+    assert encode_ids(tok, texts * FAST_FROM) == [e.ids for e in tok.encode_batch(texts * FAST_FROM,
+                                                                                    add_special_tokens=False)]
+
+
+def test_a_tokenizer_with_other_rules_goes_through_tokenizers(tmp_path):
+    from tokenizers import pre_tokenizers
+
+    tok = train_tokenizer(TEXTS)
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()  # "world!" stays one word
+    assert ascii_words(tok) is None
+    assert encode_ids(tok, ["hello, world!"] * FAST_FROM)[0] == tok.encode("hello, world!", add_special_tokens=False).ids
+    tok.save(str(tmp_path / "tokenizer.json"))
+    assert ascii_words(load_tokenizer(tmp_path / "tokenizer.json")) is None

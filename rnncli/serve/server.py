@@ -27,7 +27,8 @@ def build(options: ServeOptions):
     from rnncli.serve.app import create_app
 
     checked = inspect(options.model)  # a broken or crafted folder fails in milliseconds
-    classifier = Classifier.load(options.model, device=options.device, inspected=checked, runtime=options.runtime)
+    classifier = Classifier.load(options.model, device=options.device, inspected=checked,
+                                 runtime=options.runtime).warm()
     if classifier.runtime == "onnx" and options.runtime == "auto":
         classifier.explainer()  # loaded now, not by the first /explain
     return create_app(classifier, options)
