@@ -724,7 +724,7 @@ def serve(
 
     app_ = build(options)
     sock = listen(options)
-    typer.echo(f"rnncli: serving {model} ({app_.state.card['runtime']}) on {address(sock)} (API docs at /docs); "
+    typer.echo(f"rnncli: serving {model} ({app_.card['runtime']}) on {address(sock)} (API docs at /docs); "
                f"Ctrl-C stops", err=True)
     run(options, sock, app_)
 
