@@ -152,6 +152,9 @@ def test_health_metrics_and_the_openapi_page(server):
         assert name in metrics.text
     assert "/predict" in httpx.get(f"{server.url}/openapi.json").json()["paths"]
     assert httpx.get(f"{server.url}/docs").status_code == 200
+    # only POSTs take the direct way to an endpoint; the app answers every other method and path
+    assert httpx.get(f"{server.url}/predict").status_code == 405
+    assert httpx.post(f"{server.url}/nowhere", json={}).status_code == 404
 
 
 def test_500_requests_from_16_threads_each_get_their_own_answer(server, clf):
