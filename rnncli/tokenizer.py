@@ -126,7 +126,8 @@ class AsciiWords:
 
 def ascii_words(tok) -> AsciiWords | None:
     """The ASCII fast path for `tok`, built once per tokenizer object; None unless `tok` has exactly
-    the rules `_blank_tokenizer` gives (a WordLevel vocabulary with nothing added around it)."""
+    the rules `_blank_tokenizer` gives (a WordLevel vocabulary with nothing added around it). rnncli
+    never changes a tokenizer once it encodes with it; one changed later keeps the words it had."""
     if tok in _ascii_words:
         return _ascii_words[tok]
     blank = _blank_tokenizer()
