@@ -48,22 +48,26 @@ def _first(rows: torch.Tensor, n: int) -> torch.Tensor:
     return rows if rows.shape[0] == n else rows[:n]
 
 
+def _rnn_loop(steps, arrays, w_hh_t: torch.Tensor, relu: bool) -> None:
+    """h_t = act(terms_t + h_{t-1} W_hh^T) in place over each step's rows `steps` (n_t, hidden), n_t
+    never growing (a padded batch, or packed texts longest first); `arrays`: their `_numpy` views
+    for tanh, or None."""
+    for t, rows in enumerate(steps):
+        if t:  # the zero start state adds nothing at step 0
+            rows.addmm_(_first(steps[t - 1], rows.shape[0]), w_hh_t)  # (n, hidden)
+        if relu:
+            rows.relu_()
+        else:
+            tanh_(rows, None if arrays is None else arrays[t])
+
+
 def _steps(x, w_ih, w_hh, bias, relu: bool) -> torch.Tensor:
     """h_t = act(x_t W_ih^T + b + h_{t-1} W_hh^T) for every t from h_{-1} = 0: (seq, batch, in) -> (seq, batch, hidden)."""
     seq, batch, _ = x.shape
     hidden = w_hh.shape[0]
     # every step's input term at once; the loop then adds h_{t-1} W_hh^T in place
     out = torch.addmm(bias, x.reshape(seq * batch, -1), w_ih.t()).view(seq, batch, hidden)  # (seq, batch, hidden)
-    w_hh_t = w_hh.t()
-    steps = out.unbind(0)  # views, (batch, hidden) each
-    arrays = None if relu else _numpy(out)
-    for t, step in enumerate(steps):
-        if t:  # the zero start state adds nothing at step 0
-            step.addmm_(steps[t - 1], w_hh_t)
-        if relu:
-            step.relu_()
-        else:
-            tanh_(step, None if arrays is None else arrays[t])
+    _rnn_loop(out.unbind(0), None if relu else _numpy(out), w_hh.t(), relu)  # steps: (batch, hidden) views
     return out
 
 
@@ -239,16 +243,10 @@ def _packed_direction(rnn: nn.Module, suffix: str, terms: torch.Tensor, packed: 
     w_hh_t, hidden = w_hh.t(), w_hh.shape[1]
     sizes = packed.sizes
     if isinstance(rnn, nn.RNN):
-        views = terms.split(sizes)  # each step's rows (n, hidden): one call, not a slice per step
         relu = rnn.nonlinearity == "relu"
         flat = None if relu else _numpy(terms)
-        for t, rows in enumerate(views):
-            if t:  # h_{-1} = 0 adds nothing at step 0
-                rows.addmm_(_first(views[t - 1], sizes[t]), w_hh_t)  # (n, hidden)
-            if relu:
-                rows.relu_()
-            else:
-                tanh_(rows, None if flat is None else flat[packed.starts[t]: packed.starts[t] + sizes[t]])
+        arrays = None if flat is None else [flat[start: start + n] for start, n in zip(packed.starts, sizes)]
+        _rnn_loop(terms.split(sizes), arrays, w_hh_t, relu)  # each step's rows: one call, not a slice per step
         return terms
     out = terms.new_empty(len(terms), hidden)
     cells = terms.new_empty(len(terms), hidden) if isinstance(rnn, nn.LSTM) else None
