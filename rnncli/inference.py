@@ -35,6 +35,15 @@ def one_thread(few: bool):
 PACKED_TOKENS = 65536  # tokens per packed inference chunk: 32 MB per (tokens, 128) float tensor
 
 
+def packed_chunks(enc: Encoded) -> list[np.ndarray]:
+    """The texts in runs of at most PACKED_TOKENS tokens (a longer text alone), in input order."""
+    ends = np.cumsum(enc.lengths)
+    if ends[-1] <= PACKED_TOKENS:
+        return [np.arange(len(enc))]
+    cuts = np.searchsorted(ends, np.arange(PACKED_TOKENS, int(ends[-1]), PACKED_TOKENS), side="right")
+    return np.split(np.arange(len(enc)), np.unique(cuts[(cuts > 0) & (cuts < len(enc))]))
+
+
 @torch.inference_mode()
 def logits_of(model, enc: Encoded, batch_size: int = 128, device=None, table=None) -> torch.Tensor:
     """Logits for every text, in input order: (texts, classes), float32 on the CPU. `table`: the
@@ -47,11 +56,9 @@ def logits_of(model, enc: Encoded, batch_size: int = 128, device=None, table=Non
     if getattr(model, "packable", False) and len(enc):
         # packed: no padding and few steps, so large chunks; bounded in tokens, since each layer's
         # output for the whole chunk is held at once: (tokens, hidden)
-        ends = np.cumsum(enc.lengths)
-        cuts = np.searchsorted(ends, np.arange(PACKED_TOKENS, int(ends[-1]), PACKED_TOKENS), side="right")
         if table is None:
-            table = model.input_table(int(ends[-1]))  # one lookup per token instead of a product, when it pays
-        for chunk in np.split(np.arange(len(enc)), np.unique(cuts[(cuts > 0) & (cuts < len(enc))])):
+            table = model.input_table(int(enc.lengths.sum()))  # one lookup per token instead of a product, when it pays
+        for chunk in packed_chunks(enc):
             idx, ids, sizes = packed_batch(enc, chunk)
             out[torch.from_numpy(idx)] = model.packed_logits(ids, sizes, table).float()  # (texts, classes)
     elif model.directions == 1:  # padding after a text cannot reach it: fewer, fuller batches

@@ -139,14 +139,13 @@ class RNNClassifier(nn.Module):
         classes), texts in the packed order, longest first. `table`: see `input_table`."""
         texts = batch_sizes[0]
         packed = recurrence.Packed(batch_sizes)
-        lengths = packed.lengths  # (texts,) longest first
         if table is None:
             out = recurrence.run_packed(self.rnn, self.embedding(ids), packed)  # (tokens, hidden x dirs)
         else:
             first = [t.index_select(0, ids) for t in table]  # (tokens, gates x hidden) per direction
             out = recurrence.run_packed(self.rnn, None, packed, first=first)
         if self.config.pool == "last":
-            pooled = out[packed.row(lengths - 1, torch.arange(texts))]  # (texts, hidden x dirs)
+            pooled = out.index_select(0, packed.last_rows())  # (texts, hidden x dirs)
             if self.directions == 2:  # the backward direction ends on each text's first token
                 hidden = out.shape[1] // 2
                 pooled = torch.cat([pooled[:, :hidden], out[:texts, hidden:]], dim=1)  # (texts, 2 hidden)
@@ -160,7 +159,7 @@ class RNNClassifier(nn.Module):
                 total = weight.new_zeros(texts).index_add_(0, text_of, weight)  # (texts,)
                 pooled.index_add_(0, text_of, out * (weight / total[text_of])[:, None])
             elif self.config.pool == "mean":
-                pooled.index_add_(0, text_of, out).div_(lengths[:, None].to(out.dtype))
+                pooled.index_add_(0, text_of, out).div_(packed.lengths[:, None].to(out.dtype))
             else:
                 pooled.fill_(float("-inf")).scatter_reduce_(0, text_of[:, None].expand_as(out), out, "amax")
         return self.head(pooled)  # (texts, classes)

@@ -202,37 +202,52 @@ def input_terms(rnn: nn.Module, suffix: str, x: torch.Tensor) -> torch.Tensor:
 
 class Packed:
     """Where each step's rows lie in packed texts (texts sorted longest first, as in a
-    PackedSequence): step t holds rows starts[t] .. starts[t] + sizes[t], one per text that long."""
+    PackedSequence): step t holds rows starts[t] .. starts[t] + sizes[t], one per text that long.
+
+    The index arithmetic runs in numpy, a microsecond an operation where a torch operation on a few
+    dozen numbers costs 5-10 (a served request's batch is that small); each index reaches torch
+    once, as a tensor over the same memory."""
 
     def __init__(self, sizes: list[int]):
         self.sizes = sizes
-        self.starts = [0]
-        for n in sizes[:-1]:
-            self.starts.append(self.starts[-1] + n)
+        self._starts = np.cumsum([0, *sizes[:-1]])  # (steps,)
+        self.starts = self._starts.tolist()
 
-    def row(self, step: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    def row(self, step: np.ndarray, text: np.ndarray) -> torch.Tensor:
         """The rows of (step, text) pairs."""
-        return torch.tensor(self.starts)[step] + text
+        return torch.from_numpy(self._starts[step] + text)
 
     @functools.cached_property
-    def step(self) -> torch.Tensor:
-        """(tokens,) the step of every row."""
-        return torch.repeat_interleave(torch.arange(len(self.sizes)), torch.tensor(self.sizes))
+    def _step(self) -> np.ndarray:
+        return np.repeat(np.arange(len(self.sizes)), self.sizes)  # (tokens,)
 
     @functools.cached_property
+    def _text(self) -> np.ndarray:
+        return np.arange(len(self._step)) - self._starts[self._step]  # (tokens,)
+
+    @functools.cached_property
+    def _lengths(self) -> np.ndarray:
+        # text i runs at every step with more than i texts; sizes never grow
+        return np.searchsorted(-np.asarray(self.sizes), -np.arange(self.sizes[0]))  # (texts,)
+
+    @property
     def text(self) -> torch.Tensor:
         """(tokens,) the text of every row, numbered longest first."""
-        return torch.arange(len(self.step)) - torch.tensor(self.starts)[self.step]
+        return torch.from_numpy(self._text)
 
-    @functools.cached_property
+    @property
     def lengths(self) -> torch.Tensor:
         """(texts,) each text's length, longest first."""
-        return (torch.tensor(self.sizes)[None, :] > torch.arange(self.sizes[0])[:, None]).sum(1)
+        return torch.from_numpy(self._lengths)
+
+    def last_rows(self) -> torch.Tensor:
+        """(texts,) the row of each text's last token."""
+        return self.row(self._lengths - 1, np.arange(self.sizes[0]))
 
     def reversal(self) -> torch.Tensor:
         """(tokens,) the row of the same text's token at step length - 1 - t, for every row:
         the packed layout of every text read backwards (its own inverse)."""
-        return self.row(self.lengths[self.text] - 1 - self.step, self.text)
+        return self.row(self._lengths[self._text] - 1 - self._step, self._text)
 
 
 def _packed_direction(rnn: nn.Module, suffix: str, terms: torch.Tensor, packed: Packed) -> torch.Tensor:
