@@ -1,10 +1,12 @@
 """Micro-batching, on its own: requests that arrive together share one call, and each gets exactly
-its own results back, in order; a failing call fails only the request that caused it."""
+its own results back, in order; a failing call fails only the request that caused it; a short pass
+runs on the event loop, a long one on the worker thread, and passes never overlap."""
 
 import asyncio
+import threading
 import time
 
-from rnncli.serve.batcher import MicroBatcher
+from rnncli.serve.batcher import INLINE_SECONDS, MicroBatcher
 
 
 class Recorder:
@@ -130,3 +132,70 @@ def test_the_wait_for_a_request_that_never_comes_ends_at_max_wait():
 
     answer, waited = asyncio.run(main())
     assert answer == ["ALONE"] and 0.15 < waited < 2.0
+
+
+class Where(Recorder):
+    """A Recorder that also notes which thread ran each pass, and takes `seconds` a pass."""
+
+    def __init__(self, seconds: float = 0.0):
+        super().__init__()
+        self.seconds = seconds
+        self.threads: list[int] = []
+
+    def __call__(self, texts):
+        self.threads.append(threading.get_ident())
+        time.sleep(self.seconds)
+        return super().__call__(texts)
+
+
+def one_at_a_time(run, requests):
+    """Each request submitted after the last is answered; returns the event loop's thread."""
+
+    async def main():
+        batcher = MicroBatcher(run, max_batch=64, max_wait=0.05)
+        await batcher.start()
+        for texts in requests:
+            assert await batcher.submit(texts) == [t.upper() for t in texts]
+        await batcher.stop()
+        return threading.get_ident()
+
+    return asyncio.run(main())
+
+
+def test_a_short_pass_runs_on_the_event_loop_once_one_has_been_timed():
+    run = Where()
+    loop_thread = one_at_a_time(run, REQUESTS)
+    assert run.threads[0] != loop_thread  # nothing timed yet: the worker thread
+    assert run.threads[1:] == [loop_thread] * (len(REQUESTS) - 1)
+
+
+def test_a_long_pass_stays_off_the_event_loop():
+    run = Where(seconds=10 * INLINE_SECONDS)
+    loop_thread = one_at_a_time(run, REQUESTS)
+    assert loop_thread not in run.threads
+
+
+def test_a_pass_waits_for_a_call_on_the_thread_and_never_overlaps_it():
+    run, release, events = Where(), threading.Event(), []
+
+    def explain():  # a long /explain on the worker thread
+        release.wait(5)
+        events.append("explained")
+        return "explanation"
+
+    async def main():
+        batcher = MicroBatcher(run, max_batch=64, max_wait=0.05)
+        await batcher.start()
+        await batcher.submit(["timed"])  # now a short pass could run on the loop
+        explaining = asyncio.ensure_future(batcher.call(explain))
+        await asyncio.sleep(0.01)
+        answer = asyncio.ensure_future(batcher.submit(["x"]))
+        await asyncio.sleep(0.05)
+        events.append(f"answered: {answer.done()}")
+        release.set()
+        results = await asyncio.gather(explaining, answer)
+        await batcher.stop()
+        return results
+
+    assert asyncio.run(main()) == ["explanation", ["X"]]
+    assert events == ["answered: False", "explained"]
