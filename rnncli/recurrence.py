@@ -210,7 +210,7 @@ class Packed:
 
     def __init__(self, sizes: list[int]):
         self.sizes = sizes
-        self._starts = np.cumsum([0, *sizes[:-1]])  # (steps,)
+        self._starts = np.cumsum([0, *sizes[:-1]], dtype=np.int64)  # (steps,); torch indexes by int64
         self.starts = self._starts.tolist()
 
     def row(self, step: np.ndarray, text: np.ndarray) -> torch.Tensor:
@@ -219,7 +219,7 @@ class Packed:
 
     @functools.cached_property
     def _step(self) -> np.ndarray:
-        return np.repeat(np.arange(len(self.sizes)), self.sizes)  # (tokens,)
+        return np.repeat(np.arange(len(self.sizes), dtype=np.int64), self.sizes)  # (tokens,)
 
     @functools.cached_property
     def _text(self) -> np.ndarray:
