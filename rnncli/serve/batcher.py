@@ -11,7 +11,7 @@ loop, so that it keeps reading requests), while a pass expected to take under `I
 runs on the event loop itself. torch lets the interpreter lock go at every operation, and a
 second thread that wants it back waits each time for the loop to let go: serving single texts
 from 32 clients, those small passes cost the worker thread 2-3 times the CPU they take alone,
-and running them on the loop answers about a sixth more requests a second. The expected time is
+and running them on the loop answers about a fifth more requests a second. The expected time is
 the texts' characters times the seconds per character of the recent passes on the loop (a pass on
 the thread, slowed by its waits, can only lower it); until one pass has been timed, every pass goes
 to the thread. Passes never overlap.
