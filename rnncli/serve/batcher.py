@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 INLINE_SECONDS = 0.002  # a pass expected to take less runs on the event loop (see above)
 
+
 @dataclass
 class Pending:
     texts: list[str]
