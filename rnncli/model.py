@@ -142,7 +142,9 @@ class RNNClassifier(nn.Module):
         if table is None:
             out = recurrence.run_packed(self.rnn, self.embedding(ids), packed)  # (tokens, hidden x dirs)
         else:
-            first = [t.index_select(0, ids) for t in table]  # (tokens, gates x hidden) per direction
+            # (tokens, gates x hidden) per direction, the reverse one in its reading order
+            words = [ids, ids.index_select(0, packed.reversal())][: len(table)]
+            first = [t.index_select(0, w) for t, w in zip(table, words)]
             out = recurrence.run_packed(self.rnn, None, packed, first=first)
         if self.config.pool == "last":
             pooled = out.index_select(0, packed.last_rows())  # (texts, hidden x dirs)
@@ -157,7 +159,7 @@ class RNNClassifier(nn.Module):
                 top = score.new_full((texts,), float("-inf")).scatter_reduce_(0, text_of, score, "amax")
                 weight = (score - top[text_of]).exp()  # (tokens,)
                 total = weight.new_zeros(texts).index_add_(0, text_of, weight)  # (texts,)
-                pooled.index_add_(0, text_of, out * (weight / total[text_of])[:, None])
+                pooled.index_add_(0, text_of, out.mul_((weight / total[text_of])[:, None]))  # out is not read again
             elif self.config.pool == "mean":
                 pooled.index_add_(0, text_of, out).div_(packed.lengths[:, None].to(out.dtype))
             else:

@@ -126,14 +126,22 @@ def _gru_steps(x, w_ih, w_hh, b_ih, b_hh) -> tuple[torch.Tensor, torch.Tensor, t
     return out, gates, recurrent[..., 2 * hidden:]
 
 
-def _gru_step(g: torch.Tensor, rec: torch.Tensor, h: torch.Tensor | None, out: torch.Tensor) -> None:
+def _gru_step(g: torch.Tensor, rec: torch.Tensor | None, h: torch.Tensor | None, out: torch.Tensor,
+              b_hn: torch.Tensor | None = None) -> None:
     """One gru step for n texts, in place: the input terms g (n, 3 hidden) become r, z, n after
     their activations, given the recurrent terms rec = h W_hh^T + b_hh (n, 3 hidden); h' goes to out
-    (n, hidden). h None is the zero start state."""
+    (n, hidden). h None is the zero start state. With `b_hn`, g holds b_hr and b_hz already and rec
+    is h W_hh^T alone (None for h = 0): the step adds b_hn, which r scales."""
     hidden = out.shape[1]
-    g[:, : 2 * hidden].add_(rec[:, : 2 * hidden]).sigmoid_()
+    if rec is not None:
+        g[:, : 2 * hidden].add_(rec[:, : 2 * hidden])
+    g[:, : 2 * hidden].sigmoid_()
     r, z, n = g.chunk(3, 1)
-    tanh_(n.addcmul_(r, rec[:, 2 * hidden:]))
+    if b_hn is None:
+        n.addcmul_(r, rec[:, 2 * hidden:])
+    else:
+        n.addcmul_(r, b_hn if rec is None else rec[:, 2 * hidden:].add_(b_hn))
+    tanh_(n)
     if h is None:  # h = 0: n - z * n
         torch.addcmul(n, z, n, value=-1, out=out)
     else:  # h' = n + z * (h - n)
@@ -195,9 +203,12 @@ def supported(rnn: nn.Module, x: torch.Tensor) -> bool:
 
 def input_terms(rnn: nn.Module, suffix: str, x: torch.Tensor) -> torch.Tensor:
     """x W_ih^T plus the biases that add to it, for one layer and direction: (rows, in) ->
-    (rows, gates x hidden). The gru keeps b_hn apart (r scales it), so only b_ih is added there."""
+    (rows, gates x hidden). The gru keeps b_hn apart (r scales it): its b_hr and b_hz are added."""
     w_ih, _, b_ih, b_hh = layer_weights(rnn, suffix)
-    return torch.addmm(b_ih if isinstance(rnn, nn.GRU) else b_ih + b_hh, x, w_ih.t())
+    if isinstance(rnn, nn.GRU):
+        hidden = b_hh.shape[0] // 3
+        return torch.addmm(torch.cat([b_ih[: 2 * hidden] + b_hh[: 2 * hidden], b_ih[2 * hidden:]]), x, w_ih.t())
+    return torch.addmm(b_ih + b_hh, x, w_ih.t())
 
 
 class Packed:
@@ -244,10 +255,14 @@ class Packed:
         """(texts,) the row of each text's last token."""
         return self.row(self._lengths - 1, np.arange(self.sizes[0]))
 
+    @functools.cached_property
+    def _reversal(self) -> torch.Tensor:
+        return self.row(self._lengths[self._text] - 1 - self._step, self._text)
+
     def reversal(self) -> torch.Tensor:
         """(tokens,) the row of the same text's token at step length - 1 - t, for every row:
         the packed layout of every text read backwards (its own inverse)."""
-        return self.row(self._lengths[self._text] - 1 - self._step, self._text)
+        return self._reversal
 
 
 def _packed_direction(rnn: nn.Module, suffix: str, terms: torch.Tensor, packed: Packed) -> torch.Tensor:
@@ -269,9 +284,8 @@ def _packed_direction(rnn: nn.Module, suffix: str, terms: torch.Tensor, packed: 
     cs = cells.split(sizes) if cells is not None else None
     for t, g in enumerate(gates):  # g: (n, gates x hidden)
         h = _first(hs[t - 1], sizes[t]) if t else None  # h_{t-1} of the texts still running
-        if cells is None:  # gru
-            rec = b_hh.expand_as(g) if h is None else torch.addmm(b_hh, h, w_hh_t)
-            _gru_step(g, rec, h, hs[t])
+        if cells is None:  # gru; the input terms hold b_hr and b_hz (see `input_terms`)
+            _gru_step(g, None if h is None else torch.mm(h, w_hh_t), h, hs[t], b_hn=b_hh[2 * hidden:])
         else:  # lstm
             if t:
                 g.addmm_(h, w_hh_t)
@@ -291,22 +305,29 @@ def run_packed(rnn: nn.Module, x: torch.Tensor | None, packed: Packed,
     """Inference on packed texts: x (tokens, features) holds step 0 of every text, then step 1 of
     the texts that long, ... with texts sorted longest first, as in a PackedSequence (see `Packed`).
     Returns `out` in the same layout: (tokens, hidden x dirs). `first`, if given, holds the first
-    layer's input terms per direction (see `input_terms`), and x is not read.
+    layer's input terms per direction (see `input_terms`), each in its direction's reading order:
+    the reverse direction's rows in `packed.reversal()` order. x is then not read.
 
     No padding is computed, and a whole data set takes only as many steps as its longest text.
     """
     dirs = 2 if rnn.bidirectional else 1
-    back = packed.reversal() if dirs == 2 else None
+    back = packed.reversal() if dirs == 2 else None  # (tokens,) its own inverse
     for layer in range(rnn.num_layers):
         outputs = []
         for d in range(dirs):
             suffix = f"_l{layer}" + ("_reverse" if d else "")
-            terms = first[d] if layer == 0 and first is not None else input_terms(rnn, suffix, x)
-            if d:  # the reverse direction: each text read backwards, then put back in place
-                outputs.append(_packed_direction(rnn, suffix, terms[back], packed)[back])
-            else:
-                outputs.append(_packed_direction(rnn, suffix, terms, packed))
-        x = outputs[0] if dirs == 1 else torch.cat(outputs, dim=1)  # (tokens, hidden x dirs)
+            if layer == 0 and first is not None:
+                terms = first[d]
+            else:  # the reverse direction reads each text backwards: its rows gathered in that order
+                terms = input_terms(rnn, suffix, x.index_select(0, back) if d else x)
+            outputs.append(_packed_direction(rnn, suffix, terms, packed))  # (tokens, hidden)
+        if dirs == 1:
+            x = outputs[0]
+        else:  # both directions side by side, the reverse one put back in the forward layout
+            hidden = outputs[0].shape[1]
+            x = outputs[0].new_empty(len(outputs[0]), 2 * hidden)  # (tokens, 2 hidden)
+            x[:, :hidden] = outputs[0]
+            x[:, hidden:].index_copy_(0, back, outputs[1])
     return x
 
 
