@@ -29,7 +29,7 @@ import torch
 
 import docs  # bench/docs.py, beside this script
 from rnncli import dropout
-from rnncli.batching import LengthBuckets
+from rnncli.batching import training_batches
 from rnncli.config import resolve
 from rnncli.data import load_corpus
 from rnncli.model import RNNClassifier
@@ -60,8 +60,9 @@ def main() -> None:
     tokenizer = train_tokenizer(train.texts, config.data.min_freq, config.data.max_vocab)
     encoded = encode(tokenizer, train.texts, config.data.max_length)
     labels = torch.from_numpy(train.labels)
-    batches = list(LengthBuckets(encoded).batches(config.train.batch_size, np.random.default_rng(0)))[: a.batches]
-    tokens = sum(ids.numel() for _, ids in batches)
+    source = training_batches(encoded, padded=not config.model.bidirectional)  # as `rnncli train` reads them
+    batches = list(source.batches(config.train.batch_size, np.random.default_rng(0)))[: a.batches]
+    tokens = sum(int(encoded.lengths[idx].sum()) for idx, _, _ in batches)
 
     rnncli = "row gradient, RowAdamW, uniform masks (rnncli)"
     variants = {  # embedding gradient by rows, RowAdamW, dropout masks, rnncli.recurrence
@@ -88,8 +89,8 @@ def main() -> None:
                 dropout.keep_mask = mask
                 model, optimizer, gradients = steps[name]
                 start = time.perf_counter()
-                for idx, ids in batches:  # ids (seq, batch)
-                    loss = torch.nn.functional.cross_entropy(model(ids), labels[idx])
+                for idx, ids, lengths in batches:  # ids (seq, batch), lengths (batch,) or None
+                    loss = torch.nn.functional.cross_entropy(model(ids, lengths), labels[idx])
                     gradients.zero(ids)
                     loss.backward()
                     gradients.clip(config.train.clip)

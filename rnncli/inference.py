@@ -66,7 +66,7 @@ def logits_of(model, enc: Encoded, batch_size: int = 128, device=None, table=Non
             ids, lengths = torch.from_numpy(ids).to(device), torch.from_numpy(lengths)  # (seq, batch), (batch,)
             out[torch.from_numpy(idx)] = model(ids, lengths).float().cpu()  # (batch, classes)
     else:
-        for idx, ids in LengthBuckets(enc).batches(batch_size):
+        for idx, ids, _ in LengthBuckets(enc).batches(batch_size):
             out[torch.from_numpy(idx)] = model(ids.to(device)).float().cpu()  # (batch, classes)
     if was_training:
         model.train()

@@ -314,7 +314,7 @@ class LMFit:
         rng = np.random.default_rng([train_cfg.seed, epoch])
         self.progress.epoch_start(epoch, self.buckets.num_batches(train_cfg.batch_size))
         start, loss_sum, words, tokens = time.perf_counter(), 0.0, 0, 0
-        for _, ids in self.buckets.batches(train_cfg.batch_size, rng):
+        for _, ids, _ in self.buckets.batches(train_cfg.batch_size, rng):
             ids = ids.to(self.device, non_blocking=True)  # (seq, batch)
             loss, count = self.step(ids)
             if not math.isfinite(loss):
@@ -341,7 +341,7 @@ class LMFit:
         """Mean negative log-likelihood per predicted word of the held-out texts."""
         self.model.eval()
         total, words = 0.0, 0
-        for _, ids in self.held_out.batches(EVAL_BATCH):
+        for _, ids, _ in self.held_out.batches(EVAL_BATCH):
             loss, count = self.model(ids.to(self.device))
             total, words = total + float(loss), words + count
         return total / words

@@ -302,11 +302,12 @@ class Learner:
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
-    def step(self, ids: torch.Tensor, y: torch.Tensor) -> float:
-        """One optimisation step on a batch, ids (seq, batch) and labels (batch,); returns its loss."""
+    def step(self, ids: torch.Tensor, lengths: torch.Tensor | None, y: torch.Tensor) -> float:
+        """One optimisation step on a batch, ids (seq, batch), lengths (batch,) or None where no text
+        is padded, and labels (batch,); returns its loss."""
         scaler = self.setup.scaler
         with self.setup.autocast():
-            loss = self.loss_fn(self.step_model(ids).float(), y)  # logits (batch, classes) in fp32 for the loss
+            loss = self.loss_fn(self.step_model(ids, lengths).float(), y)  # logits (batch, classes) in fp32 for the loss
         self.gradients.zero(ids)
         if scaler is None:
             loss.backward()
@@ -334,13 +335,15 @@ def class_weights(config: Config, corpus, device) -> torch.Tensor | None:
 
 
 def batch_source(config: Config, data: Data, dist: ddp.Dist) -> SplitBatches | StreamBatches:
-    """The training batches: from the split in memory, or from the stream a buffer at a time."""
+    """The training batches: from the split in memory, or from the stream a buffer at a time;
+    padded batches of neighbouring lengths for a one-direction model (see `rnncli.batching`)."""
     data_cfg, train_cfg = config.data, config.train
+    padded = not config.model.bidirectional
     if data_cfg.streaming:
         return StreamBatches(data.corpus, data.tokenizer, data_cfg.stream_buffer, data_cfg.max_length,
-                             train_cfg.batch_size, train_cfg.seed, part=dist.rank, parts=dist.world)
+                             train_cfg.batch_size, train_cfg.seed, part=dist.rank, parts=dist.world, padded=padded)
     return SplitBatches(data.train, data.corpus.train.labels, train_cfg.batch_size, part=dist.rank,
-                        parts=dist.world)
+                        parts=dist.world, padded=padded)
 
 
 @dataclass
@@ -415,19 +418,20 @@ class Fit:
         self.progress.epoch_start(epoch, self.batches.num_batches)
         start, done = time.perf_counter(), Pass()
         with Join([learner.step_model]) if self.uneven else contextlib.nullcontext():
-            for ids, y in self.batches.epoch(epoch, rng):
+            for ids, lengths, y in self.batches.epoch(epoch, rng):
                 ids = ids.to(device, non_blocking=True)  # (seq, batch)
                 y = y.to(device, non_blocking=True)  # (batch,)
-                value = local = learner.step(ids, y)
+                value = local = learner.step(ids, lengths, y)
                 if dist.active and not self.uneven:  # every process must take the same decision below
                     value = float(ddp.all_sum([value], dist, device)[0]) / dist.world
                 if not math.isfinite(value) or value > self.diverged_loss:
                     done.exploded = value
                     break
                 done.loss_sum += local * len(y)
-                done.tokens += ids.numel()
+                tokens = ids.numel() if lengths is None else int(lengths.sum())  # padding is not counted
+                done.tokens += tokens
                 done.texts += len(y)
-                self.progress.batch(value, ids.numel() * dist.world)
+                self.progress.batch(value, tokens * dist.world)
         if self.uneven:  # a process that stopped early tells the others now
             count, total = ddp.all_sum([done.exploded is not None, done.exploded or 0.0], dist, device)
             done.exploded = total / count if count else None

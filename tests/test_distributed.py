@@ -30,8 +30,8 @@ def test_processes_share_out_the_batches_evenly():
     enc = Encoded(ids=np.arange(lengths.sum()), starts=np.concatenate([[0], np.cumsum(lengths)[:-1]]),
                   lengths=lengths, full_lengths=lengths)
     buckets = LengthBuckets(enc)
-    whole = [tuple(idx) for idx, _ in buckets.batches(2, np.random.default_rng(3))]
-    parts = [[tuple(idx) for idx, _ in buckets.batches(2, np.random.default_rng(3), part=p, parts=3)]
+    whole = [tuple(idx) for idx, _, _ in buckets.batches(2, np.random.default_rng(3))]
+    parts = [[tuple(idx) for idx, _, _ in buckets.batches(2, np.random.default_rng(3), part=p, parts=3)]
              for p in range(3)]
     assert [len(p) for p in parts] == [buckets.num_batches(2, parts=3)] * 3  # equal steps: no process waits
     assert set().union(*map(set, parts)) == set(whole)  # every batch of the epoch is trained on

@@ -38,6 +38,38 @@ def test_padding_does_not_change_a_sentence(cell, pool, bidirectional, layers, l
             torch.testing.assert_close(together[j], alone[0], atol=1e-5, rtol=0)
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    cell=st.sampled_from(["rnn", "gru", "lstm"]),
+    pool=st.sampled_from(["last", "mean", "max", "attn"]),
+    layers=st.integers(1, 2),
+    lengths=st.lists(st.integers(1, 7), min_size=2, max_size=5),
+    seed=st.integers(0, 10_000),
+)
+def test_padding_does_not_change_a_gradient(cell, pool, layers, lengths, seed):
+    """A one-direction model trains on right-padded batches (rnncli.batching.SortedBatches): the
+    loss and every weight's gradient are those of its texts, each run alone."""
+    model = build(cell=cell, pool=pool, layers=layers).train()  # dropout 0: the same arithmetic as eval
+    g = torch.Generator().manual_seed(seed)
+    texts = [torch.randint(1, VOCAB, (n,), generator=g) for n in lengths]
+    labels = torch.randint(0, CLASSES, (len(texts),), generator=g)
+    batch = torch.zeros(max(lengths), len(texts), dtype=torch.long)  # (seq, batch), 0 = <pad>
+    for j, t in enumerate(texts):
+        batch[: len(t), j] = t
+    params = [p for p in model.parameters()]
+    loss = torch.nn.functional.cross_entropy(model(batch, torch.tensor(lengths)), labels, reduction="sum")
+    together = torch.autograd.grad(loss, params, allow_unused=True)
+    alone_loss = sum(torch.nn.functional.cross_entropy(model(t[:, None]), labels[j: j + 1], reduction="sum")
+                     for j, t in enumerate(texts))
+    alone = torch.autograd.grad(alone_loss, params, allow_unused=True)
+    torch.testing.assert_close(loss, alone_loss, atol=1e-5, rtol=1e-5)
+    for (name, _), a, b in zip(model.named_parameters(), together, alone):
+        if a is None or b is None:
+            assert a is None and b is None, name
+            continue
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
+
+
 def test_logits_shape_and_step_logits_match_last_pooling():
     model = build(layers=2)
     ids = torch.randint(1, VOCAB, (7, 3))  # (seq, batch)
