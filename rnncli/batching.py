@@ -58,7 +58,7 @@ class LengthBuckets:
         self.size = len(enc)
 
     def batches(self, batch_size: int, rng: np.random.Generator | None = None, part: int = 0, parts: int = 1
-                ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+                ) -> Iterator[tuple[np.ndarray, torch.Tensor, None]]:
         """Yield (text indices, ids (seq, batch), None: no text is padded). With `rng`: shuffled
         within lengths and across batches.
 
@@ -105,9 +105,10 @@ class SortedBatches:
         for idx in _share(plan, part, parts):
             ids, lengths = padded_ids(self.enc, idx)
             padded = lengths.min() < len(ids)
-            yield idx, torch.from_numpy(ids), torch.from_numpy(lengths.astype(np.int64)) if padded else None
+            yield idx, torch.from_numpy(ids), torch.from_numpy(lengths) if padded else None  # lengths: int64
 
     def num_batches(self, batch_size: int, parts: int = 1) -> int:
+        """How many batches `batches(batch_size, parts=parts)` yields."""
         batches = -(-self.size // batch_size)
         return -(-batches // parts)
 

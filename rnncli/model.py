@@ -143,7 +143,7 @@ class RNNClassifier(nn.Module):
             out = recurrence.run_packed(self.rnn, self.embedding(ids), packed)  # (tokens, hidden x dirs)
         else:
             # (tokens, gates x hidden) per direction, the reverse one in its reading order
-            words = [ids, ids.index_select(0, packed.reversal())][: len(table)]
+            words = [ids] if len(table) == 1 else [ids, ids.index_select(0, packed.reversal())]
             first = [t.index_select(0, w) for t, w in zip(table, words)]
             out = recurrence.run_packed(self.rnn, None, packed, first=first)
         if self.config.pool == "last":
