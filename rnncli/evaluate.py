@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from rnncli import heap
 from rnncli.tokenizer import Encoded
 
 
@@ -130,7 +129,6 @@ def evaluate_folder(model_dir: str = "runs/latest", dataset: str | None = None, 
     from rnncli.checkpoint import open_model
     from rnncli.tokenizer import encode
 
-    heap.keep_freed_memory()  # every batch reuses the last one's pages
     loaded = open_model(model_dir, device=device, inspected=inspected, runtime=runtime)
     dataset, split, data = labelled_split(loaded, dataset, split)
     enc = encode(loaded.tokenizer, data.texts, loaded.config.data.max_length)

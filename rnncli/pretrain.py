@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rnncli import checkpoint, heap
+from rnncli import checkpoint
 from rnncli.batching import LengthBuckets
 from rnncli.config import Config, DataConfig
 from rnncli.data import (
@@ -190,7 +190,6 @@ class LMRun:
 def pretrain(config: Config | None = None, progress: Progress | None = None, resume: str | Path | None = None
              ) -> LMRun:
     """Pretrain from `config`, or continue the interrupted run in folder `resume` with its own config."""
-    heap.keep_freed_memory()  # every step reuses the last one's pages
     progress = progress or Progress()
     config, resumed = resolve_lm_run(config, resume)
     device = resolve_device(config.train.device)

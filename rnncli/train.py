@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.distributed.algorithms.join import Join
 
-from rnncli import checkpoint, heap
+from rnncli import checkpoint
 from rnncli import distributed as ddp
 from rnncli.batching import SplitBatches, StreamBatches
 from rnncli.config import Config
@@ -103,7 +103,6 @@ def train(config: Config | None = None, progress: Progress | None = None, resume
     Started by torchrun, every process runs this: each trains on its share of the batches under
     DistributedDataParallel, and only the main process reports progress and writes the folder.
     """
-    heap.keep_freed_memory()  # every step reuses the last one's pages
     dist = ddp.from_env()
     progress = progress if progress is not None and dist.main else Progress()
     config, resumed = resolve_run(config, resume)
