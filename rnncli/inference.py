@@ -56,8 +56,9 @@ def logits_of(model, enc: Encoded, batch_size: int = 128, device=None, table=Non
     if getattr(model, "packable", False) and len(enc):
         # packed: no padding and few steps, so large chunks; bounded in tokens, since each layer's
         # output for the whole chunk is held at once: (tokens, hidden)
-        if table is None:
-            table = model.input_table(int(enc.lengths.sum()))  # one lookup per token instead of a product, when it pays
+        if table is None:  # one lookup per token instead of a product, for the words these texts use
+            words = np.flatnonzero(np.bincount(enc.ids, minlength=1))  # (words,) sorted
+            table = model.input_table(int(enc.lengths.sum()), words)
         for chunk in packed_chunks(enc):
             idx, ids, sizes = packed_batch(enc, chunk)
             out[torch.from_numpy(idx)] = model.packed_logits(ids, sizes, table).float()  # (texts, classes)

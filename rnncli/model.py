@@ -7,6 +7,9 @@ packed sequences for the backward one).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -24,6 +27,20 @@ RECURRENT = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 torch.set_flush_denormal(True)
 
 TABLE_BYTES = 1 << 28  # the largest first-layer lookup table inference builds (see `input_table`)
+
+
+@dataclass
+class InputTable:
+    """The first layer's input terms for a set of words (see `RNNClassifier.input_table`): rows
+    (dirs, words, gates x hidden), and `slot` (vocab,) each word id's row, None where the rows are
+    the whole vocabulary in id order."""
+
+    rows: torch.Tensor
+    slot: torch.Tensor | None = None
+
+    def positions(self, ids: torch.Tensor) -> torch.Tensor:
+        """(tokens,) word ids -> (tokens,) their rows."""
+        return ids if self.slot is None else self.slot.index_select(0, ids)
 
 
 def init_recurrent(rnn: nn.Module, how: str) -> None:
@@ -119,21 +136,30 @@ class RNNClassifier(nn.Module):
         """Whether `packed_logits` serves this model: every cell and direction, on the CPU."""
         return self.fused and self.head.weight.device.type == "cpu"
 
-    def input_table(self, tokens: int | None = None) -> list[torch.Tensor] | None:
-        """The first layer's input terms for every word of the vocabulary, per direction (vocab,
-        gates x hidden): E W_ih^T + b, so that inference on `tokens` tokens looks each one up
-        instead of multiplying it. None where that would cost more than it saves (fewer tokens
-        than words) or hold more than TABLE_BYTES; `tokens` None: wherever it fits, for a model
-        kept loaded for many calls."""
-        vocab, width = self.embedding.num_embeddings, self.rnn.weight_ih_l0.shape[0] * self.directions
-        few = tokens is not None and tokens <= vocab
-        if few or vocab * width * self.embedding.weight.element_size() > TABLE_BYTES:
+    @torch.inference_mode()
+    def input_table(self, tokens: int | None = None, words: np.ndarray | None = None) -> InputTable | None:
+        """The first layer's input terms E W_ih^T + b per direction for every word of the vocabulary,
+        or for `words` alone (sorted ids), so that inference on `tokens` tokens looks each one up
+        instead of multiplying it. None where that would cost more than it saves (no more tokens
+        than the table has words) or hold more than TABLE_BYTES; `tokens` None: wherever it fits,
+        for a model kept loaded for many calls."""
+        vocab = self.embedding.num_embeddings
+        count, width = vocab if words is None else len(words), self.rnn.weight_ih_l0.shape[0]
+        few = tokens is not None and tokens <= count
+        if few or self.directions * count * width * self.embedding.weight.element_size() > TABLE_BYTES:
             return None
-        suffixes = ["_l0", "_l0_reverse"][: self.directions]
-        return [recurrence.input_terms(self.rnn, s, self.embedding.weight) for s in suffixes]  # (vocab, gates x hidden) each
+        embedded, slot = self.embedding.weight, None
+        if words is not None:  # only the rows a call reads: a one-off evaluation's few thousand words
+            index = torch.from_numpy(words)
+            embedded = embedded.index_select(0, index)  # (words, embed)
+            slot = torch.full((vocab,), -1, dtype=torch.long).index_put_((index,), torch.arange(count))
+        rows = embedded.new_empty(self.directions, count, width)  # (dirs, words, gates x hidden)
+        for d, suffix in enumerate(["_l0", "_l0_reverse"][: self.directions]):
+            recurrence.input_terms(self.rnn, suffix, embedded, out=rows[d])
+        return InputTable(rows, slot)
 
     @torch.inference_mode()
-    def packed_logits(self, ids: torch.Tensor, batch_sizes: list[int], table: list[torch.Tensor] | None = None
+    def packed_logits(self, ids: torch.Tensor, batch_sizes: list[int], table: InputTable | None = None
                       ) -> torch.Tensor:
         """Inference on packed texts (see `recurrence.run_packed`): ids (tokens,) -> logits (texts,
         classes), texts in the packed order, longest first. `table`: see `input_table`."""
@@ -142,10 +168,7 @@ class RNNClassifier(nn.Module):
         if table is None:
             out = recurrence.run_packed(self.rnn, self.embedding(ids), packed)  # (tokens, hidden x dirs)
         else:
-            # (tokens, gates x hidden) per direction, the reverse one in its reading order
-            words = [ids] if len(table) == 1 else [ids, ids.index_select(0, packed.reversal())]
-            first = [t.index_select(0, w) for t, w in zip(table, words)]
-            out = recurrence.run_packed(self.rnn, None, packed, first=first)
+            out = recurrence.run_packed(self.rnn, None, packed, table=(table.rows, table.positions(ids)))
         if self.config.pool == "last":
             pooled = out.index_select(0, packed.last_rows())  # (texts, hidden x dirs)
             if self.directions == 2:  # the backward direction ends on each text's first token

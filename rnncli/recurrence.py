@@ -131,16 +131,17 @@ def _gru_step(g: torch.Tensor, rec: torch.Tensor | None, h: torch.Tensor | None,
     """One gru step for n texts, in place: the input terms g (n, 3 hidden) become r, z, n after
     their activations, given the recurrent terms rec = h W_hh^T + b_hh (n, 3 hidden); h' goes to out
     (n, hidden). h None is the zero start state. With `b_hn`, g holds b_hr and b_hz already and rec
-    is h W_hh^T alone (None for h = 0): the step adds b_hn, which r scales."""
-    hidden = out.shape[1]
+    is h W_hh^T alone (None for h = 0): the step adds b_hn, which r scales. Every tensor may carry a
+    leading direction axis, (2, n, ...), with b_hn (2, 1, hidden): both directions in one step."""
+    hidden = out.shape[-1]
     if rec is not None:
-        g[:, : 2 * hidden].add_(rec[:, : 2 * hidden])
-    g[:, : 2 * hidden].sigmoid_()
-    r, z, n = g.chunk(3, 1)
+        g[..., : 2 * hidden].add_(rec[..., : 2 * hidden])
+    g[..., : 2 * hidden].sigmoid_()
+    r, z, n = g.chunk(3, -1)
     if b_hn is None:
-        n.addcmul_(r, rec[:, 2 * hidden:])
+        n.addcmul_(r, rec[..., 2 * hidden:])
     else:
-        n.addcmul_(r, b_hn if rec is None else rec[:, 2 * hidden:].add_(b_hn))
+        n.addcmul_(r, b_hn if rec is None else rec[..., 2 * hidden:].add_(b_hn))
     tanh_(n)
     if h is None:  # h = 0: n - z * n
         torch.addcmul(n, z, n, value=-1, out=out)
@@ -201,14 +202,17 @@ def supported(rnn: nn.Module, x: torch.Tensor) -> bool:
     return isinstance(rnn, (nn.RNN, nn.GRU)) and x.device.type == "cpu" and not rnn.batch_first
 
 
-def input_terms(rnn: nn.Module, suffix: str, x: torch.Tensor) -> torch.Tensor:
+def input_terms(rnn: nn.Module, suffix: str, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """x W_ih^T plus the biases that add to it, for one layer and direction: (rows, in) ->
-    (rows, gates x hidden). The gru keeps b_hn apart (r scales it): its b_hr and b_hz are added."""
+    (rows, gates x hidden), into `out` if given. The gru keeps b_hn apart (r scales it): its b_hr
+    and b_hz are added."""
     w_ih, _, b_ih, b_hh = layer_weights(rnn, suffix)
     if isinstance(rnn, nn.GRU):
         hidden = b_hh.shape[0] // 3
-        return torch.addmm(torch.cat([b_ih[: 2 * hidden] + b_hh[: 2 * hidden], b_ih[2 * hidden:]]), x, w_ih.t())
-    return torch.addmm(b_ih + b_hh, x, w_ih.t())
+        bias = torch.cat([b_ih[: 2 * hidden] + b_hh[: 2 * hidden], b_ih[2 * hidden:]])
+    else:
+        bias = b_ih + b_hh
+    return torch.addmm(bias, x, w_ih.t()) if out is None else torch.addmm(bias, x, w_ih.t(), out=out)
 
 
 class Packed:
@@ -259,6 +263,14 @@ class Packed:
     def _reversal(self) -> torch.Tensor:
         return self.row(self._lengths[self._text] - 1 - self._step, self._text)
 
+    def side_by_side(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """Two tensors of one value per row (tokens,) -> (2 tokens,): step t's n values of `first`,
+        then its n of `second`, step after step, so that a step's values for both lie together."""
+        at = self._starts[self._step] + np.arange(len(self._step))  # 2 start_t + k for the k-th row of step t
+        out = np.empty(2 * len(at), dtype=np.int64)
+        out[at], out[at + np.asarray(self.sizes)[self._step]] = first.numpy(), second.numpy()
+        return torch.from_numpy(out)
+
     def reversal(self) -> torch.Tensor:
         """(tokens,) the row of the same text's token at step length - 1 - t, for every row:
         the packed layout of every text read backwards (its own inverse)."""
@@ -300,27 +312,69 @@ def _packed_direction(rnn: nn.Module, suffix: str, terms: torch.Tensor, packed: 
     return out
 
 
+def _packed_gru_pair(rnn: nn.GRU, layer: int, terms: torch.Tensor | None, packed: Packed,
+                     table: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Both directions of a bidirectional gru layer over packed texts in one loop: a text read
+    backwards has its own length, so step t runs the same texts in both directions, and each step
+    is one batched product and one run of the gate math for the two. The input terms come as terms
+    (2, tokens, 3 hidden), the reverse direction's in its reading order (see `run_packed`), or are
+    looked up a step at a time from `table` (see `run_packed`), so that a whole pass's terms are
+    never held at once. Returns h (2, tokens, hidden) in the same layouts."""
+    weights = [layer_weights(rnn, f"_l{layer}" + suffix) for suffix in ("", "_reverse")]
+    w_hh_t = torch.stack([w[1] for w in weights]).transpose(1, 2)  # (2, hidden, 3 hidden)
+    hidden = w_hh_t.shape[1]
+    b_hn = torch.stack([w[3][2 * hidden:] for w in weights])[:, None]  # (2, 1, hidden)
+    tokens = len(packed.text)
+    if table is not None:
+        rows, positions = table  # (2, words, 3 hidden), (tokens,)
+        flat = rows.view(-1, 3 * hidden)  # the reverse direction's rows after the forward one's
+        lookups = packed.side_by_side(positions, positions.index_select(0, packed.reversal()) + rows.shape[1])
+        scratch = flat.new_empty(2 * packed.sizes[0], 3 * hidden)  # (2 n, 3 hidden), reused by every step
+    out = w_hh_t.new_empty(2, tokens, hidden)
+    h = None
+    for start, n in zip(packed.starts, packed.sizes):
+        if table is None:
+            g = terms[:, start: start + n]  # (2, n, 3 hidden)
+        else:
+            g = torch.index_select(flat, 0, lookups[2 * start: 2 * (start + n)], out=scratch[: 2 * n]).view(2, n, -1)
+        h = None if h is None else h[:, :n]  # h_{t-1} of the texts still running
+        step = out[:, start: start + n]  # (2, n, hidden)
+        _gru_step(g, None if h is None else torch.bmm(h, w_hh_t), h, step, b_hn=b_hn)
+        h = step
+    return out
+
+
 def run_packed(rnn: nn.Module, x: torch.Tensor | None, packed: Packed,
-               first: list[torch.Tensor] | None = None) -> torch.Tensor:
+               table: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Inference on packed texts: x (tokens, features) holds step 0 of every text, then step 1 of
     the texts that long, ... with texts sorted longest first, as in a PackedSequence (see `Packed`).
-    Returns `out` in the same layout: (tokens, hidden x dirs). `first`, if given, holds the first
-    layer's input terms per direction (see `input_terms`), each in its direction's reading order:
-    the reverse direction's rows in `packed.reversal()` order. x is then not read.
+    Returns `out` in the same layout: (tokens, hidden x dirs). `table`, if given, holds the first
+    layer's input terms for a set of words per direction, rows (dirs, words, gates x hidden) (see
+    `input_terms`), and each token's row in it, (tokens,); x is then not read.
 
     No padding is computed, and a whole data set takes only as many steps as its longest text.
     """
     dirs = 2 if rnn.bidirectional else 1
     back = packed.reversal() if dirs == 2 else None  # (tokens,) its own inverse
+    pair = dirs == 2 and isinstance(rnn, nn.GRU)  # both directions in one loop
     for layer in range(rnn.num_layers):
-        outputs = []
-        for d in range(dirs):
-            suffix = f"_l{layer}" + ("_reverse" if d else "")
-            if layer == 0 and first is not None:
-                terms = first[d]
-            else:  # the reverse direction reads each text backwards: its rows gathered in that order
-                terms = input_terms(rnn, suffix, x.index_select(0, back) if d else x)
-            outputs.append(_packed_direction(rnn, suffix, terms, packed))  # (tokens, hidden)
+        suffixes = [f"_l{layer}", f"_l{layer}_reverse"][:dirs]
+        lookup = table if layer == 0 else None
+        if lookup is not None and pair:
+            terms = None  # looked up a step at a time
+        elif lookup is not None:  # each token's row; the reverse direction's in its reading order
+            rows, positions = lookup
+            terms = rows.new_empty(dirs, len(positions), rows.shape[2])  # (dirs, tokens, gates x hidden)
+            for d in range(dirs):
+                torch.index_select(rows[d], 0, positions.index_select(0, back) if d else positions, out=terms[d])
+        else:  # the reverse direction reads each text backwards: its rows gathered in that order
+            terms = x.new_empty(dirs, len(x), getattr(rnn, "weight_ih" + suffixes[0]).shape[0])
+            for d, suffix in enumerate(suffixes):
+                input_terms(rnn, suffix, x.index_select(0, back) if d else x, out=terms[d])
+        if pair:
+            outputs = _packed_gru_pair(rnn, layer, terms, packed, lookup)  # (2, tokens, hidden)
+        else:
+            outputs = [_packed_direction(rnn, suffix, terms[d], packed) for d, suffix in enumerate(suffixes)]
         if dirs == 1:
             x = outputs[0]
         else:  # both directions side by side, the reverse one put back in the forward layout

@@ -126,7 +126,7 @@ def test_explainable_only_for_one_direction_and_last_pooling():
     bidirectional=st.booleans(),
     layers=st.integers(1, 3),
     lengths=st.lists(st.integers(1, 7), min_size=1, max_size=6),
-    lookup=st.booleans(),
+    lookup=st.sampled_from(["none", "vocabulary", "words used"]),
     seed=st.integers(0, 10_000),
 )
 def test_packed_inference_matches_one_text_at_a_time(cell, pool, nonlinearity, bidirectional, layers, lengths,
@@ -148,8 +148,12 @@ def test_packed_inference_matches_one_text_at_a_time(cell, pool, nonlinearity, b
                   starts=np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths=lengths, full_lengths=lengths)
     order, ids, sizes = packed_batch(enc, np.arange(len(lengths)))
     assert sorted(order.tolist()) == list(range(len(lengths))) and sum(sizes) == lengths.sum()
-    table = model.input_table(tokens=VOCAB + 1) if lookup else None  # more tokens than words: it pays
-    assert (table is not None) == lookup and model.input_table(tokens=VOCAB) is None
+    words = np.unique(enc.ids)  # the words these texts use, sorted
+    tables = {"none": None, "vocabulary": model.input_table(tokens=VOCAB + 1),  # more tokens than words: it pays
+              "words used": model.input_table(tokens=len(words) + 1, words=words)}
+    assert model.input_table(tokens=VOCAB) is None and model.input_table(tokens=len(words), words=words) is None
+    table = tables[lookup]
+    assert (table is None) == (lookup == "none")
     logits = model.packed_logits(ids, sizes, table)  # (texts, classes), longest first
     padded = torch.zeros(int(lengths.max()), len(lengths), dtype=torch.long)  # (seq, batch), 0 = <pad>
     for i in range(len(lengths)):
