@@ -168,7 +168,7 @@ def evaluation_rows(model: Path, sst2: Path) -> list[tuple]:
              None)]
 
 
-def packed_gru_rows(model: Path, sst2: Path, rounds: int = 5) -> list[tuple]:
+def packed_gru_rows(model: Path, sst2: Path, rounds: int = 21) -> list[tuple]:
     """The GRU model's evaluation sentences/s on SST-2 validation: packed (rnncli now) against
     exact-length batches through torch's nn.GRU (the path it took before), in turns."""
     import pyarrow.parquet as pq
