@@ -212,7 +212,7 @@ def input_terms(rnn: nn.Module, suffix: str, x: torch.Tensor, out: torch.Tensor 
         bias = torch.cat([b_ih[: 2 * hidden] + b_hh[: 2 * hidden], b_ih[2 * hidden:]])
     else:
         bias = b_ih + b_hh
-    return torch.addmm(bias, x, w_ih.t()) if out is None else torch.addmm(bias, x, w_ih.t(), out=out)
+    return torch.addmm(bias, x, w_ih.t(), out=out)  # out=None: a new tensor
 
 
 class Packed:
