@@ -385,6 +385,26 @@ class LMProgress(RichProgress):
         console.print(t)
         self.print_reading(report, "held-out")
 
+    def close(self) -> None:
+        if getattr(self, "vectors_bar", None) is not None:
+            self.vectors_bar.stop()
+        super().close()
+
+    def vectors_start(self, epochs: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.vectors_bar = Progress(TextColumn("[bold]word vectors (skip-gram)"), BarColumn(), MofNCompleteColumn(),
+                                    TimeElapsedColumn(), console=console, transient=True)
+        self.vectors_bar.start()
+        self.vectors_task = self.vectors_bar.add_task("vectors", total=epochs)
+
+    def vectors_epoch(self, done: int) -> None:
+        self.vectors_bar.update(self.vectors_task, completed=done)
+
+    def vectors_end(self, note: str) -> None:
+        self.vectors_bar.stop()
+        console.print(f"note: {note}")
+
     def epoch_end(self, r) -> None:
         self.bar.remove_task(self.task)
         mark = "  [green]best[/green]" if r.improved else ""
@@ -396,7 +416,7 @@ class LMProgress(RichProgress):
 @clean_errors
 def pretrain(
     *,
-    config: Annotated[Path | None, typer.Option(help="A TOML run config ([data], [model], [train]); "
+    config: Annotated[Path | None, typer.Option(help="A TOML run config ([data], [model], [train], [pretrain]); "
                                                        "flags given here override it.")] = None,
     dataset: Annotated[str | None, _lm_option("dataset", "Texts to learn from: any data source train reads (its "
                                                     "train split; labels unused) or a .txt file, one text per line; "
@@ -416,6 +436,9 @@ def pretrain(
                              _config_option("bidirectional", "--bidirectional/--no-bidirectional")] = None,
     dropout: Annotated[float | None, _config_option("dropout")] = None,
     weight_init: Annotated[str | None, _config_option("weight_init")] = None,
+    vectors: Annotated[str | None, _config_option("vectors")] = None,
+    vectors_vocab: Annotated[bool | None, _config_option("vectors_vocab", "--vectors-vocab/--no-vectors-vocab")] = None,
+    vector_epochs: Annotated[int | None, _config_option("vector_epochs")] = None,
     epochs: Annotated[int | None, _config_option("epochs")] = None,
     batch_size: Annotated[int | None, _config_option("batch_size")] = None,
     lr: Annotated[float | None, _config_option("lr")] = None,

@@ -1,4 +1,5 @@
-"""One run configuration: dataclasses mirrored by the TOML sections [data], [model] and [train].
+"""One run configuration: dataclasses mirrored by the TOML sections [data], [model], [train] and
+[pretrain] (read by `rnncli pretrain` only).
 
 Every field name is also its TOML key and, with dashes, its CLI flag (`batch_size` <-> `--batch-size`).
 Defaults live here and nowhere else. Precedence: defaults < `--config FILE.toml` < CLI flags.
@@ -118,16 +119,24 @@ class TrainConfig:
 
 
 @dataclass
+class PretrainConfig:
+    vector_epochs: int = _option(5, "Passes of skip-gram word vectors (gensim's Word2Vec) over the texts before "
+                            "the language model, whose embedding starts from them; 0 starts it at random. "
+                            "Not with --vectors, which gives the embedding its start.", min=0, max=1000)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
 
 
-_SECTION_TYPES = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+_SECTION_TYPES = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "pretrain": PretrainConfig}
 
 
 def field_info(name: str) -> dataclasses.Field:

@@ -38,11 +38,22 @@ from rnncli.device import resolve_device
 from rnncli.errors import Interrupted, RnncliError
 from rnncli.lm import MIN_HIDDEN, LanguageModel
 from rnncli.optimizer import Gradients, make_optimizer
+from rnncli.skipgram import learn_vectors
 from rnncli.texts import read_file
-from rnncli.tokenizer import UNK_ID, Encoded, encode, train_tokenizer
-from rnncli.train import Progress, seed_everything
+from rnncli.tokenizer import UNK_ID, Encoded, add_words, encode, train_tokenizer
+from rnncli.train import Progress as TrainProgress
+from rnncli.train import seed_everything
+from rnncli.vectors import Vectors, init_embedding, read_vectors, vector_words, vectors_note
 
 EVAL_BATCH = 256  # held-out texts per batch when the perplexity is measured
+
+
+class Progress(TrainProgress):
+    """Training's hooks, and those of the skip-gram stage before the first epoch."""
+
+    def vectors_start(self, epochs: int) -> None: ...
+    def vectors_epoch(self, done: int) -> None: ...
+    def vectors_end(self, note: str) -> None: ...
 
 
 @dataclass
@@ -200,11 +211,16 @@ def pretrain(config: Config | None = None, progress: Progress | None = None, res
         folder = checkpoint.RunFolder(resumed.path, meta=resumed.meta, latest=False)
     seed_everything(config.train.seed)
     texts = lm_texts(config.data, config.train.seed)
-    tokenizer = folder.tokenizer() if resumed else train_tokenizer(texts.train, config.data.min_freq,
-                                                                     config.data.max_vocab)
+    tokenizer, added = (folder.tokenizer(), 0) if resumed else vocabulary(config, texts.train)
     train_ids, val_ids, report = encode_texts(config, texts, tokenizer)
-    progress.report(report)
     model = LanguageModel(config.model, tokenizer.get_vocab_size()).to(device)
+    fresh = resumed is None  # on --resume the weights come from the checkpoint
+    vectors = file_vectors(config, tokenizer, added, report) if fresh else None
+    progress.report(report)
+    if fresh and vectors is None and config.pretrain.vector_epochs:
+        vectors = skipgram_vectors(config, texts.train, tokenizer, progress, report)
+    if vectors is not None:
+        init_embedding(model.embedding, vectors)
     fit = LMFit(config, model, tokenizer, train_ids, val_ids, folder, device, progress, report)
     if resumed is None:
         folder.meta = lm_meta(config, texts, tokenizer.get_vocab_size(), device)
@@ -214,17 +230,46 @@ def pretrain(config: Config | None = None, progress: Progress | None = None, res
     return fit.finish()
 
 
+def file_vectors(config: Config, tokenizer, added: int, report: LMReport) -> Vectors | None:
+    """The --vectors file's rows for the vocabulary, if one was given."""
+    if not config.model.vectors:
+        return None
+    vectors = read_vectors(config.model.vectors, tokenizer.get_vocab(), config.model.embed, added=added)
+    report.notes.append(vectors_note(config.model.vectors, vectors, frozen=False))
+    return vectors
+
+
+def skipgram_vectors(config: Config, texts: list[str], tokenizer, progress: Progress, report: LMReport) -> Vectors:
+    """Skip-gram vectors learned from the training texts, `vector_epochs` passes."""
+    epochs = config.pretrain.vector_epochs
+    progress.vectors_start(epochs)
+    learned = learn_vectors(texts, tokenizer.get_vocab(), config.model.embed, epochs, config.train.seed,
+                            progress.vectors_epoch)
+    report.notes.append(learned.note(epochs))
+    progress.vectors_end(report.notes[-1])
+    return learned.vectors
+
+
 def resolve_lm_run(config: Config | None, resume) -> tuple[Config, checkpoint.Resumed | None]:
     """The run's config (see `checkpoint.run_config`), checked for what pretraining needs."""
     config, resumed = checkpoint.run_config(config, resume, language_model=True)
     if config.model.hidden < MIN_HIDDEN:
         raise RnncliError(f"--hidden must be at least {MIN_HIDDEN} for pretrain (the adaptive softmax "
                           f"narrows it by 8), not {config.model.hidden}")
-    for name in ("vectors", "init_from"):
-        if getattr(config.model, name):
-            raise RnncliError(f"pretrain learns its own embedding and layers; --{name.replace('_', '-')} "
-                              "is for rnncli train")
+    if config.model.init_from:
+        raise RnncliError("pretrain learns its own embedding and layers; --init-from is for rnncli train")
+    if config.model.freeze_vectors:
+        raise RnncliError("pretrain fine-tunes the embedding it starts from; --freeze-vectors is for rnncli train")
     return config, resumed
+
+
+def vocabulary(config: Config, texts: list[str]):
+    """The words of `texts` and, with --vectors, those of the vectors file after them (as `rnncli
+    train` grows its vocabulary); returns (tokenizer, words the file added)."""
+    tokenizer = train_tokenizer(texts, config.data.min_freq, config.data.max_vocab)
+    if config.model.vectors and config.model.vectors_vocab:
+        return add_words(tokenizer, vector_words(config.model.vectors), config.data.max_vocab)
+    return tokenizer, 0
 
 
 def encode_texts(config: Config, texts: LMTexts, tokenizer) -> tuple[Encoded, Encoded, LMReport]:

@@ -1,8 +1,10 @@
 """`rnncli pretrain`: a language model on unlabeled text, whose layers a classifier then starts from."""
 
 import json
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -14,7 +16,7 @@ from rnncli.config import ModelConfig, resolve
 from rnncli.errors import RnncliError
 from rnncli.lm import LanguageModel
 from rnncli.model import RNNClassifier
-from rnncli.pretrain import Progress, pretrain
+from rnncli.pretrain import Progress, lm_texts, pretrain
 from rnncli.train import source_body, train
 
 runner = CliRunner()
@@ -92,6 +94,60 @@ def test_pretrain_then_train_from_it_then_predict(tmp_path, monkeypatch, reviews
     torch.testing.assert_close(clf.model.rnn.weight_hh_l0_reverse, lm.backward_rnn.weight_hh_l0, atol=1e-6, rtol=0)
     answers = load_model(clf.out).predict(["a wonderful film", "dull and boring"])
     assert [a.label for a in answers] and all(a.label in ("neg", "pos") for a in answers)
+
+
+def test_pretraining_starts_its_embedding_from_word_vectors(tmp_path, monkeypatch, reviews_txt):
+    """The covered rows start as the file's vectors (and move with the language model); a word only
+    the file knows joins the vocabulary, as it does for rnncli train."""
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(3)
+    words = {"wonderful": rng.normal(size=11), "zyzzyva": rng.normal(size=11)}  # the second is in no review
+    Path("v.vec").write_text("2 11\n" + "".join(f"{w} {' '.join(f'{x:.6f}' for x in v)}\n" for w, v in words.items()))
+    flags = {**TINY, "epochs": 1, "dataset": str(reviews_txt), "vectors": "v.vec", "vector_epochs": 0}
+    still = pretrain(resolve(None, {**flags, "out": "still", "lr": 1e-9}))
+    vocab = checkpoint.load_lm("still").tokenizer.get_vocab()
+    rows = still.model.embedding.weight.detach().numpy()
+    for word, vector in words.items():
+        np.testing.assert_allclose(rows[vocab[word]], vector, atol=1e-5)
+    assert any("vectors v.vec: 1 of" in n and "1 more words from the file" in n for n in still.report.notes)
+    moved = pretrain(resolve(None, {**flags, "out": "moved"})).model.embedding.weight.detach().numpy()
+    assert not np.allclose(moved[vocab["wonderful"]], words["wonderful"], atol=1e-3)  # fine-tuned, not frozen
+    with pytest.raises(RnncliError, match="--freeze-vectors is for rnncli train"):
+        pretrain(resolve(None, {**flags, "out": "frozen", "freeze_vectors": True}))
+
+
+def test_skipgram_vectors_start_the_embedding_and_repeat_with_the_seed(tmp_path, monkeypatch, reviews_txt):
+    """Before the first epoch, skip-gram (gensim) learns a vector for each word seen twice or more;
+    the same seed gives the same vectors, and --vector-epochs 0 leaves the embedding random."""
+    from rnncli.skipgram import learn_vectors
+
+    texts = reviews_txt.read_text().splitlines()
+    vocab = {"<pad>": 0, "<unk>": 1, "wonderful": 2, "dull": 3, "qwertyuiop": 4}
+    first, again = (learn_vectors(texts, vocab, dim=11, epochs=2, seed=5) for _ in range(2))
+    assert first.vectors.covered.tolist() == [False, False, True, True, False]  # the last is in no review
+    np.testing.assert_array_equal(first.vectors.values, again.vectors.values)
+    assert "2 of 3 vocabulary words covered" in first.note(2)
+
+    monkeypatch.chdir(tmp_path)
+    flags = {**TINY, "epochs": 1, "dataset": str(reviews_txt), "lr": 1e-9}
+    config = resolve(None, {**flags, "out": "sg", "vector_epochs": 2})
+    run = pretrain(config)
+    assert any(n.startswith("word vectors: skip-gram, 2 passes") for n in run.report.notes)
+    words = checkpoint.load_lm("sg").tokenizer.get_vocab()
+    read = lm_texts(config.data, seed=0).train  # the texts it trains on, without the held-out ones
+    learned = learn_vectors(read, words, dim=11, epochs=2, seed=0).vectors
+    rows = run.model.embedding.weight.detach().numpy()
+    np.testing.assert_allclose(rows[learned.covered], learned.values[learned.covered], atol=1e-5)
+    plain = pretrain(resolve(None, {**flags, "out": "plain", "vector_epochs": 0}))
+    assert not any(n.startswith("word vectors") for n in plain.report.notes)
+
+
+def test_without_gensim_the_skipgram_stage_names_the_extra(tmp_path, monkeypatch, reviews_txt):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "gensim", None)  # import gensim now raises ImportError
+    monkeypatch.setitem(sys.modules, "gensim.models", None)
+    with pytest.raises(RnncliError, match=r'pip install "rnncli\[pretrain\]" \(or --vector-epochs 0'):
+        pretrain(resolve(None, {**TINY, "epochs": 1, "dataset": str(reviews_txt), "out": "lm"}))
 
 
 def test_interrupted_pretraining_resumes_to_the_same_model(tmp_path, monkeypatch, reviews_txt):
