@@ -2,13 +2,15 @@
 """Accuracy of the shipped configs on real data, next to the peers run in the same invocation.
 
     pip install -e ".[bench]" && python bench/accuracy.py [--data ../shared/data] [--quick] [--write-docs]
+        [--seeds 0,1,2] [--only sst2-gru-lm,sst5-gru-lm]
 
 For each data set it writes the exact splits rnncli trains on (IMDB: validation carved from train,
 seeded, as `rnncli train` does) to a temporary folder, trains each config listed below on it, and
 runs `../shared/bench/peers.py` (fastText, TF-IDF + logistic regression) on the same files.
 `--quick` caps every config at 2 epochs and 400 tokens a text, and IMDB at 5,000 reviews.
 `--write-docs` also writes the table into its section of docs/results.md (a `--quick` table into
-a section of its own).
+a section of its own). `--seeds` trains each config once per seed and gives the mean (the language
+model is pretrained once); `--only` trains the configs it names and those they start from.
 Configs that need word vectors get bench/vectors.py's file, built on first use (about 4.5 minutes)
 and kept in bench/vectors/.
 """
@@ -90,7 +92,7 @@ def pretrain_lm(folders: dict[str, Path], out: Path, quick: bool, table: list) -
     seconds = time.perf_counter() - start
     label = f"pretrain {'+'.join(LM['data'])} train text: perplexity {run.best_perplexity:.1f}"
     table.append(("lm", label, run.config.model.cell, "", f"{run.best_epoch}/{len(run.history)}", seconds,
-                  float("nan"), float("nan")))
+                  float("nan"), float("nan"), ""))
     print(f"done: {table[-1]}", file=sys.stderr, flush=True)
     return out
 
@@ -107,18 +109,94 @@ def peers(script: Path, folder: Path) -> list[tuple[str, float, float]]:
     return rows
 
 
+def selected(only: str) -> list[tuple]:
+    """RUNS whose config file is named in `only` (all when empty), with the configs they start from."""
+    if not only:
+        return RUNS
+    names = {n.strip().removesuffix(".toml") for n in only.split(",") if n.strip()}
+    known = {c.stem for _, c, _ in RUNS if c is not None}
+    if unknown := names - known:
+        sys.exit(f"--only: no config named {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+    keep = {c for _, c, _ in RUNS if c is not None and c.stem in names}
+    keep |= {extra["init_from"] for _, c, extra in RUNS if c in keep and isinstance(extra.get("init_from"), Path)}
+    return [run for run in RUNS if run[1] in keep]
+
+
+def train_seeds(name: str, config_file, extra: dict, seeds: list[int], folders: dict, trained: dict,
+                tmp: Path, quick: bool) -> tuple:
+    """One config trained once per seed (a chained config from its source's model of the same
+    seed); its table row, accuracy and macro-F1 the mean over seeds."""
+    from rnncli.config import resolve
+    from rnncli.train import train
+
+    source = extra.get("init_from")
+    results, seconds = [], 0.0
+    for seed in seeds:
+        out = tmp / f"model-{name}-{config_file.stem if config_file else 'defaults'}-{seed}"
+        flags = {"dataset": str(folders.get(name, "builtin")), "device": "cpu", "out": str(out), **extra,
+                 "seed": seed}
+        if source is not None:
+            flags["init_from"] = str(trained[source] if source == "PRETRAINED" else trained[source, seed])
+        config = resolve(config_file, flags)
+        if quick:
+            config.train.epochs = min(config.train.epochs, 2)
+            config.data.max_length = min(config.data.max_length, 400)  # imdb-gru reads 1,200 tokens
+        start = time.perf_counter()
+        run = train(config)
+        seconds += time.perf_counter() - start
+        trained[config_file, seed] = out
+        results.append((next(e for e in run.history if e.epoch == run.best_epoch), len(run.history)))
+    label = (config_file.name if config_file else "defaults") + (" + vectors" if config.model.vectors else "")
+    if source is not None:
+        label += " from the LM" if source == "PRETRAINED" else f" from {source.name}"
+    accs = [best.accuracy for best, _ in results]
+    return (name, label, config.model.cell, f"{config.model.nonlinearity}/{config.model.weight_init}/{config.model.pool}",
+            ", ".join(f"{best.epoch}/{n}" for best, n in results), seconds / len(seeds),
+            sum(accs) / len(accs), sum(best.macro_f1 for best, _ in results) / len(results),
+            ", ".join(f"{a:.4f}" for a in accs) if len(seeds) > 1 else "")
+
+
+def render(table: list, quick: bool, seeds: list[int]) -> tuple[str, str]:
+    """The section name and its text: one row per config and peer, sorted by data set."""
+    header = ("data", "config", "cell", "act/init/pool", "best/epochs", "train s", "val acc", "macro-F1")
+    if len(seeds) > 1:
+        header = header[:6] + ("val acc, mean", "macro-F1, mean", "val acc per seed")
+    section = f"bench/accuracy.py{' --quick' if quick else ''}"
+    title = f"{section}: validation split of each data set" + (
+        f"; seeds {','.join(map(str, seeds))}, train s per seed" if len(seeds) > 1 else "")
+    lines = [title, "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for row in sorted(table, key=lambda r: r[0]):
+        name, cfg, cell, how, epochs, secs, acc, f1, per_seed = row
+        cells = [name, cfg, cell, how, epochs, f"{secs:.1f}", "" if math.isnan(acc) else f"{acc:.4f}",
+                 "" if math.isnan(f1) else f"{f1:.4f}"] + ([per_seed] if len(seeds) > 1 else [])
+        lines.append("| " + " | ".join(cells) + " |")
+    return section, "\n".join(lines)
+
+
+def seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",")]
+    except ValueError:
+        sys.exit(f"--seeds {text!r}: give comma-separated integers, e.g. 0,1,2")
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        sys.exit(f"--seeds {text!r}: give distinct seeds of 0 or more")
+    return seeds
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--peers", type=Path, default=ROOT.parent / "shared" / "bench" / "peers.py")
     ap.add_argument("--quick", action="store_true", help="2 epochs and 400 tokens at most, IMDB cut to 5,000 reviews")
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds; each config trains once per seed and "
+                    "the table gives each seed's accuracy and the mean (default 0)")
+    ap.add_argument("--only", default="", help="comma-separated config names (e.g. sst2-gru-lm,sst5-gru-lm): "
+                    "train only these, and the configs they start from")
     docs.add_option(ap)
     a = ap.parse_args()
+    seeds, runs = seed_list(a.seeds), selected(a.only)
 
-    from rnncli.config import resolve
-    from rnncli.train import train
-
-    if any(extra.get("vectors") == str(VECTORS) for _, _, extra in RUNS) and not VECTORS.exists():
+    if any(extra.get("vectors") == str(VECTORS) for _, _, extra in runs) and not VECTORS.exists():
         start = time.perf_counter()
         subprocess.run([sys.executable, str(ROOT / "bench" / "vectors.py"), "--data", str(a.data),
                         "--dim", str(VECTORS_DIM), "--out", str(VECTORS)], check=True)
@@ -127,50 +205,25 @@ def main() -> None:
     table = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        pretrained = any(extra.get("init_from") == "PRETRAINED" for _, _, extra in runs)
+        scored = [n for n, _, _ in runs if n != "builtin"]  # the data sets the peers run on too
         folders = {}
-        for name in dict.fromkeys(n for n, _, _ in RUNS if n != "builtin"):
+        for name in dict.fromkeys(scored + list(LM["data"] if pretrained else [])):
             folders[name] = write_splits(name, a.data, tmp / name, 5000 if a.quick else 0)
-        trained = {}  # config file -> the model folder it wrote
-        if any(extra.get("init_from") == "PRETRAINED" for _, _, extra in RUNS):
+        trained = {}  # (config file, seed) -> the model folder it wrote; "PRETRAINED" -> the LM's
+        if pretrained:
             trained["PRETRAINED"] = pretrain_lm(folders, tmp / "lm", a.quick, table)
-        for name, config_file, extra in RUNS:
-            out = tmp / f"model-{len(table)}"
-            source = extra.get("init_from")
-            if source is not None:
-                extra = extra | {"init_from": str(trained[source])}
-            flags = {"dataset": str(folders.get(name, "builtin")), "device": "cpu", "out": str(out), **extra}
-            config = resolve(config_file, flags)
-            if a.quick:
-                config.train.epochs = min(config.train.epochs, 2)
-                config.data.max_length = min(config.data.max_length, 400)  # imdb-gru reads 1,200 tokens
-            start = time.perf_counter()
-            run = train(config)
-            trained[config_file] = out
-            best = next(e for e in run.history if e.epoch == run.best_epoch)
-            label = (config_file.name if config_file else "defaults") + (" + vectors" if config.model.vectors else "")
-            if source is not None:
-                label += " from the LM" if source == "PRETRAINED" else f" from {source.name}"
-            table.append((name, label, config.model.cell,
-                          f"{config.model.nonlinearity}/{config.model.weight_init}/{config.model.pool}",
-                          f"{run.best_epoch}/{len(run.history)}", time.perf_counter() - start,
-                          best.accuracy, best.macro_f1))
+        for name, config_file, extra in runs:
+            table.append(train_seeds(name, config_file, extra, seeds, folders, trained, tmp, a.quick))
             print(f"done: {table[-1]}", file=sys.stderr, flush=True)
-        for name, folder in folders.items():
-            for peer, seconds, acc in peers(a.peers, folder):
-                table.append((name, "peer: " + peer, "", "", "", seconds, acc, float("nan")))
+        for name in dict.fromkeys(scored):
+            for peer, seconds, acc in peers(a.peers, folders[name]):
+                table.append((name, "peer: " + peer, "", "", "", seconds, acc, float("nan"), ""))
 
-    header = ("data", "config", "cell", "act/init/pool", "best/epochs", "train s", "val acc", "macro-F1")
-    section = f"bench/accuracy.py{' --quick' if a.quick else ''}"
-    lines = [f"{section}: validation split of each data set",
-             "| " + " | ".join(header) + " |",
-             "|" + "|".join("---" for _ in header) + "|"]
-    for row in sorted(table, key=lambda r: r[0]):
-        name, cfg, cell, how, epochs, secs, acc, f1 = row
-        lines.append(f"| {name} | {cfg} | {cell} | {how} | {epochs} | {secs:.1f} | {'' if math.isnan(acc) else f'{acc:.4f}'} | "
-                     f"{'' if math.isnan(f1) else f'{f1:.4f}'} |")
-    print("\n".join(lines))
+    section, text = render(table, a.quick, seeds)
+    print(text)
     if a.write_docs:
-        docs.write_section(section, "\n".join(lines))
+        docs.write_section(section, text)
 
 
 if __name__ == "__main__":
