@@ -10,7 +10,7 @@ runs `../shared/bench/peers.py` (fastText, TF-IDF + logistic regression) on the 
 `--quick` caps every config at 2 epochs and 400 tokens a text, and IMDB at 5,000 reviews.
 `--write-docs` also writes the table into its section of docs/results.md (a `--quick` table into
 a section of its own). `--seeds` trains each config once per seed and gives the mean (the language
-model is pretrained once); `--only` trains the configs it names and those they start from.
+models are pretrained once); `--only` trains the configs it names and those they start from.
 Configs that need word vectors get bench/vectors.py's file, built on first use (about 4.5 minutes)
 and kept in bench/vectors/.
 """
@@ -45,15 +45,18 @@ RUNS = [  # data set, config file (None: defaults), extra overrides
     ("sst5", ROOT / "configs" / "sst5-gru.toml", {"vectors": str(VECTORS)}),
     # init_from names a config above: the model that config trained in this invocation
     ("sst5", ROOT / "configs" / "sst5-from-sst2.toml", {"init_from": ROOT / "configs" / "sst2-gru.toml"}),
-    # init_from PRETRAINED: the language model `rnncli pretrain` trains first in this invocation (LM below)
-    ("sst2", ROOT / "configs" / "sst2-gru-lm.toml", {"init_from": "PRETRAINED"}),
-    ("imdb", ROOT / "configs" / "imdb-gru-lm.toml", {"init_from": "PRETRAINED"}),
-    ("sst5", ROOT / "configs" / "sst5-gru-lm.toml", {"init_from": "PRETRAINED"}),
+    # init_from "lm:NAME": the language model LMS[NAME] that `rnncli pretrain` trains first in this invocation
+    ("sst2", ROOT / "configs" / "sst2-lm.toml", {"init_from": "lm:rnn"}),
+    ("sst2", ROOT / "configs" / "sst2-gru-lm.toml", {"init_from": "lm:gru"}),
+    ("imdb", ROOT / "configs" / "imdb-gru-lm.toml", {"init_from": "lm:gru"}),
+    ("sst5", ROOT / "configs" / "sst5-gru-lm.toml", {"init_from": "lm:gru"}),
 ]
 # The pretraining those configs' headers give: the train splits of SST-2 and IMDB (IMDB's without
-# the rows carved out for validation), as one bidirectional GRU language model.
-LM = {"config": ROOT / "configs" / "sst2-gru-lm.toml", "data": ("sst2", "imdb"),
-      "flags": {"max_length": 200, "dropout": 0.1, "epochs": 4}}
+# the rows carved out for validation), as one language model per architecture.
+LM_DATA = ("sst2", "imdb")
+LM_FLAGS = {"max_length": 200, "dropout": 0.1, "epochs": 2}
+LMS = {"gru": {"config": ROOT / "configs" / "sst2-gru-lm.toml", "flags": LM_FLAGS},
+       "rnn": {"config": ROOT / "configs" / "sst2-lm.toml", "flags": LM_FLAGS}}
 
 
 def write_splits(name: str, data: Path, dest: Path, imdb_rows: int) -> Path:
@@ -78,19 +81,19 @@ def write_splits(name: str, data: Path, dest: Path, imdb_rows: int) -> Path:
     return dest
 
 
-def pretrain_lm(folders: dict[str, Path], out: Path, quick: bool, table: list) -> Path:
-    """`rnncli pretrain` as LM says, timed, with its row in `table`; returns its folder."""
+def pretrain_lm(lm: str, folders: dict[str, Path], out: Path, quick: bool, table: list) -> Path:
+    """`rnncli pretrain` as LMS[lm] says, timed, with its row in `table`; returns its folder."""
     from rnncli.config import resolve
     from rnncli.pretrain import pretrain
 
-    flags = {"dataset": ",".join(str(folders[n]) for n in LM["data"]), "device": "cpu", "out": str(out),
-             **LM["flags"]}
+    flags = {"dataset": ",".join(str(folders[n]) for n in LM_DATA), "device": "cpu", "out": str(out),
+             **LMS[lm]["flags"]}
     if quick:
         flags["epochs"] = 1
     start = time.perf_counter()
-    run = pretrain(resolve(LM["config"], flags))
+    run = pretrain(resolve(LMS[lm]["config"], flags))
     seconds = time.perf_counter() - start
-    label = f"pretrain {'+'.join(LM['data'])} train text: perplexity {run.best_perplexity:.1f}"
+    label = f"pretrain {LMS[lm]['config'].name} on {'+'.join(LM_DATA)} train text: perplexity {run.best_perplexity:.1f}"
     table.append(("lm", label, run.config.model.cell, "", f"{run.best_epoch}/{len(run.history)}", seconds,
                   float("nan"), float("nan"), ""))
     print(f"done: {table[-1]}", file=sys.stderr, flush=True)
@@ -136,7 +139,7 @@ def train_seeds(name: str, config_file, extra: dict, seeds: list[int], folders: 
         flags = {"dataset": str(folders.get(name, "builtin")), "device": "cpu", "out": str(out), **extra,
                  "seed": seed}
         if source is not None:
-            flags["init_from"] = str(trained[source] if source == "PRETRAINED" else trained[source, seed])
+            flags["init_from"] = str(trained[source] if isinstance(source, str) else trained[source, seed])
         config = resolve(config_file, flags)
         if quick:
             config.train.epochs = min(config.train.epochs, 2)
@@ -148,7 +151,7 @@ def train_seeds(name: str, config_file, extra: dict, seeds: list[int], folders: 
         results.append((next(e for e in run.history if e.epoch == run.best_epoch), len(run.history)))
     label = (config_file.name if config_file else "defaults") + (" + vectors" if config.model.vectors else "")
     if source is not None:
-        label += " from the LM" if source == "PRETRAINED" else f" from {source.name}"
+        label += f" from the {source[3:]} LM" if isinstance(source, str) else f" from {source.name}"
     accs = [best.accuracy for best, _ in results]
     return (name, label, config.model.cell, f"{config.model.nonlinearity}/{config.model.weight_init}/{config.model.pool}",
             ", ".join(f"{best.epoch}/{n}" for best, n in results), seconds / len(seeds),
@@ -205,14 +208,14 @@ def main() -> None:
     table = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        pretrained = any(extra.get("init_from") == "PRETRAINED" for _, _, extra in runs)
+        lms = [lm for lm in LMS if any(extra.get("init_from") == f"lm:{lm}" for _, _, extra in runs)]
         scored = [n for n, _, _ in runs if n != "builtin"]  # the data sets the peers run on too
         folders = {}
-        for name in dict.fromkeys(scored + list(LM["data"] if pretrained else [])):
+        for name in dict.fromkeys(scored + list(LM_DATA if lms else [])):
             folders[name] = write_splits(name, a.data, tmp / name, 5000 if a.quick else 0)
-        trained = {}  # (config file, seed) -> the model folder it wrote; "PRETRAINED" -> the LM's
-        if pretrained:
-            trained["PRETRAINED"] = pretrain_lm(folders, tmp / "lm", a.quick, table)
+        trained = {}  # (config file, seed) -> the model folder it wrote; "lm:NAME" -> that LM's
+        for lm in lms:
+            trained[f"lm:{lm}"] = pretrain_lm(lm, folders, tmp / f"lm-{lm}", a.quick, table)
         for name, config_file, extra in runs:
             table.append(train_seeds(name, config_file, extra, seeds, folders, trained, tmp, a.quick))
             print(f"done: {table[-1]}", file=sys.stderr, flush=True)
