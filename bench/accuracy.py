@@ -52,11 +52,10 @@ RUNS = [  # data set, config file (None: defaults), extra overrides
     ("sst5", ROOT / "configs" / "sst5-gru-lm.toml", {"init_from": "lm:gru"}),
 ]
 # The pretraining those configs' headers give: the train splits of SST-2 and IMDB (IMDB's without
-# the rows carved out for validation), as one language model per architecture.
+# the rows carved out for validation), with the same flags, as one language model per architecture.
 LM_DATA = ("sst2", "imdb")
 LM_FLAGS = {"max_length": 200, "dropout": 0.1, "epochs": 2}
-LMS = {"gru": {"config": ROOT / "configs" / "sst2-gru-lm.toml", "flags": LM_FLAGS},
-       "rnn": {"config": ROOT / "configs" / "sst2-lm.toml", "flags": LM_FLAGS}}
+LMS = {"gru": ROOT / "configs" / "sst2-gru-lm.toml", "rnn": ROOT / "configs" / "sst2-lm.toml"}
 
 
 def write_splits(name: str, data: Path, dest: Path, imdb_rows: int) -> Path:
@@ -82,18 +81,17 @@ def write_splits(name: str, data: Path, dest: Path, imdb_rows: int) -> Path:
 
 
 def pretrain_lm(lm: str, folders: dict[str, Path], out: Path, quick: bool, table: list) -> Path:
-    """`rnncli pretrain` as LMS[lm] says, timed, with its row in `table`; returns its folder."""
+    """`rnncli pretrain` of LMS[lm]'s config with LM_FLAGS, timed, with its row in `table`; returns its folder."""
     from rnncli.config import resolve
     from rnncli.pretrain import pretrain
 
-    flags = {"dataset": ",".join(str(folders[n]) for n in LM_DATA), "device": "cpu", "out": str(out),
-             **LMS[lm]["flags"]}
+    flags = {"dataset": ",".join(str(folders[n]) for n in LM_DATA), "device": "cpu", "out": str(out), **LM_FLAGS}
     if quick:
         flags["epochs"] = 1
     start = time.perf_counter()
-    run = pretrain(resolve(LMS[lm]["config"], flags))
+    run = pretrain(resolve(LMS[lm], flags))
     seconds = time.perf_counter() - start
-    label = f"pretrain {LMS[lm]['config'].name} on {'+'.join(LM_DATA)} train text: perplexity {run.best_perplexity:.1f}"
+    label = f"pretrain {LMS[lm].name} on {'+'.join(LM_DATA)} train text: perplexity {run.best_perplexity:.1f}"
     table.append(("lm", label, run.config.model.cell, "", f"{run.best_epoch}/{len(run.history)}", seconds,
                   float("nan"), float("nan"), ""))
     print(f"done: {table[-1]}", file=sys.stderr, flush=True)
@@ -151,7 +149,7 @@ def train_seeds(name: str, config_file, extra: dict, seeds: list[int], folders: 
         results.append((next(e for e in run.history if e.epoch == run.best_epoch), len(run.history)))
     label = (config_file.name if config_file else "defaults") + (" + vectors" if config.model.vectors else "")
     if source is not None:
-        label += f" from the {source[3:]} LM" if isinstance(source, str) else f" from {source.name}"
+        label += f" from the {source.removeprefix('lm:')} LM" if isinstance(source, str) else f" from {source.name}"
     accs = [best.accuracy for best, _ in results]
     return (name, label, config.model.cell, f"{config.model.nonlinearity}/{config.model.weight_init}/{config.model.pool}",
             ", ".join(f"{best.epoch}/{n}" for best, n in results), seconds / len(seeds),

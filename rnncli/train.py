@@ -24,7 +24,7 @@ from torch.distributed.algorithms.join import Join
 from rnncli import checkpoint
 from rnncli import distributed as ddp
 from rnncli.batching import SplitBatches, StreamBatches
-from rnncli.config import Config
+from rnncli.config import Config, ModelConfig
 from rnncli.data import DataReport, data_report, load_corpus
 from rnncli.device import resolve_device
 from rnncli.errors import Interrupted, RnncliError
@@ -176,7 +176,12 @@ def start_from(config: Config) -> checkpoint.Loaded | None:
     if config.model.vectors:
         raise RnncliError("--init-from and --vectors both set the embedding: give one of them")
     source = checkpoint.load_any(path)
-    theirs, ours = source.config.model, config.model
+    check_architecture(source.config.model, config.model, path)
+    return source
+
+
+def check_architecture(theirs: ModelConfig, ours: ModelConfig, path) -> None:
+    """The source's layers fit this run only with the same cell and sizes (and, for rnn, activation)."""
     keys = ["cell", "layers", "embed", "hidden", "bidirectional"] + (["nonlinearity"] if ours.cell == "rnn" else [])
     for key in keys:
         value = getattr(theirs, key)
@@ -184,7 +189,6 @@ def start_from(config: Config) -> checkpoint.Loaded | None:
             flag = (f"--{'' if value else 'no-'}{key}" if isinstance(value, bool) else f"--{key} {value}")
             raise RnncliError(f"--init-from {path}: its {key} is {value}, this run's {getattr(ours, key)}; "
                               f"they must match (pass {flag})")
-    return source
 
 
 def mixed_precision(precision: str, device):

@@ -18,7 +18,7 @@ from rnncli.errors import RnncliError
 from rnncli.lm import LanguageModel
 from rnncli.model import RNNClassifier
 from rnncli.pretrain import Progress, lm_texts, pretrain
-from rnncli.train import source_body, train
+from rnncli.train import check_architecture, source_body, train
 
 runner = CliRunner()
 TINY = {"embed": 11, "hidden": 13, "batch_size": 16, "device": "cpu"}
@@ -232,16 +232,19 @@ def test_several_sources_and_never_the_rows_train_validates_on(reviews_csv, revi
 
 
 def test_each_lm_config_pretrains_a_language_model_of_its_own_architecture():
-    """A header's `rnncli pretrain --config X` must build what its `train --init-from` accepts:
-    train checks these keys."""
+    """A header's `rnncli pretrain --config X` must build what its `train --init-from` accepts."""
     root = Path(__file__).parents[1]
     configs = sorted((root / "configs").glob("*-lm.toml"))
     assert len(configs) == 4
-    keys = ("cell", "nonlinearity", "layers", "embed", "hidden", "bidirectional")
     for path in configs:
         header = path.read_text()
         pretrain_config = re.search(r"rnncli pretrain --config (\S+)", header).group(1)
         lm_out = re.search(r"--out (\S+)", header).group(1)
         assert f"--init-from {lm_out}" in header
-        shape = [getattr(resolve(path).model, k) for k in keys]
-        assert shape == [getattr(resolve(root / pretrain_config).model, k) for k in keys], path.name
+        check_architecture(resolve(root / pretrain_config).model, resolve(path).model, lm_out)
+
+
+def test_a_language_model_of_another_activation_is_refused():
+    relu, tanh = ModelConfig(nonlinearity="relu"), ModelConfig(nonlinearity="tanh")
+    with pytest.raises(RnncliError, match="its nonlinearity is relu, this run's tanh"):
+        check_architecture(relu, tanh, "runs/lm")
