@@ -103,8 +103,6 @@ class TrainConfig:
     lr: float = _option(3e-3, "AdamW learning rate.", min=0.0, exclusive_min=True)
     lr_decay: float = _option(1.0, "Each epoch's learning rate is the previous epoch's times this; 1 keeps it "
                          "constant.", min=0.0, max=1.0, exclusive_min=True)
-    warmup: int = _option(0, "Optimiser steps at the start of a run over which the learning rate rises "
-                     "linearly to --lr; 0 starts at --lr.", min=0, max=10**9)
     weight_decay: float = _option(0.0, "AdamW weight decay.", min=0.0)
     clip: float = _option(1.0, "Gradient norm clip; 0 turns it off.", min=0.0)
     seed: int = _option(0, "Seed for weights, data order and splits.", min=0, max=SEED_LIMIT - 1)

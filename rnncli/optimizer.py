@@ -189,50 +189,6 @@ class RowAdamW(torch.optim.AdamW):
         self._last.fill_(int(state["step"]) if state else 0)  # a saved state is flushed
 
 
-class Schedule:
-    """Each step's learning rate: `lr * lr_decay^(epoch - 1)`, and over a run's first `warmup`
-    steps a linear rise to it, from lr / warmup at the first step. A rate that changes between
-    steps reaches a `RowAdamW` through `set_lr`, which first brings its rows up to date."""
-
-    def __init__(self, optimizer, train_cfg):
-        self.optimizer, self.lr, self.decay, self.warmup = optimizer, train_cfg.lr, train_cfg.lr_decay, train_cfg.warmup
-        self.base = self.lr
-        self.taken = 0  # optimiser steps taken so far, a resumed run's included
-
-    def epoch(self, epoch: int) -> None:
-        """Before epoch `epoch`'s first step."""
-        self.base = self.lr * self.decay ** (epoch - 1)
-        self.taken = steps_taken(self.optimizer)
-        set_lr(self.optimizer, self.rate())
-
-    def rate(self) -> float:
-        """The rate of the next step."""
-        return self.base * min(1.0, (self.taken + 1) / self.warmup) if self.warmup else self.base
-
-    def before_step(self) -> None:
-        if self.taken < self.warmup:
-            set_lr(self.optimizer, self.rate())
-        self.taken += 1
-
-
-def steps_taken(optimizer) -> int:
-    """The steps an AdamW has taken, read from its state (0 before the first)."""
-    for state in optimizer.state.values():
-        if "step" in state:
-            return int(state["step"])
-    return 0
-
-
-def set_lr(optimizer, lr: float) -> None:
-    """Set the rate of the next steps; a `RowAdamW`'s lagging rows are brought up to date at the old one first."""
-    if optimizer.param_groups[0]["lr"] == lr:
-        return
-    if isinstance(optimizer, RowAdamW):
-        optimizer.flush()
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-
-
 def make_optimizer(model, config: Config, rows: bool = False):
     """AdamW; with `rows`, a `RowAdamW` that updates only the embedding rows each batch uses."""
     params = [p for p in model.parameters() if p.requires_grad]  # a frozen embedding is left out

@@ -37,7 +37,7 @@ from rnncli.data import (
 from rnncli.device import resolve_device
 from rnncli.errors import Interrupted, RnncliError
 from rnncli.lm import MIN_HIDDEN, LanguageModel
-from rnncli.optimizer import Gradients, Schedule, make_optimizer
+from rnncli.optimizer import Gradients, make_optimizer
 from rnncli.skipgram import learn_vectors
 from rnncli.texts import read_file
 from rnncli.tokenizer import UNK_ID, Encoded, add_words, encode, train_tokenizer
@@ -313,7 +313,6 @@ class LMFit:
         rows = True  # the embedding's gradient and AdamW step cover only the rows a batch uses
         self.optimizer = make_optimizer(model, config, rows=rows)
         self.gradients = Gradients(model, rows=rows, optimizer=self.optimizer)
-        self.schedule = Schedule(self.optimizer, config.train)
         self.run = LMRun(out=folder.path, config=config, report=report)
         self.best_state: dict | None = None
         self.stale, self.first_epoch = 0, 1
@@ -355,7 +354,8 @@ class LMFit:
         """One epoch of steps: (mean loss per predicted word, tokens read, seconds)."""
         model, train_cfg = self.model, self.config.train
         model.train()
-        self.schedule.epoch(epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = train_cfg.lr * train_cfg.lr_decay ** (epoch - 1)
         rng = np.random.default_rng([train_cfg.seed, epoch])
         self.progress.epoch_start(epoch, self.buckets.num_batches(train_cfg.batch_size))
         start, loss_sum, words, tokens = time.perf_counter(), 0.0, 0, 0
@@ -377,7 +377,6 @@ class LMFit:
         loss.backward()
         if self.config.train.clip > 0:
             self.gradients.clip(self.config.train.clip)
-        self.schedule.before_step()
         self.optimizer.step()
         self.gradients.zero_rows()
         return loss.item(), count

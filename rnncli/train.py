@@ -30,7 +30,7 @@ from rnncli.device import resolve_device
 from rnncli.errors import Interrupted, RnncliError
 from rnncli.evaluate import Metrics, evaluate
 from rnncli.model import RNNClassifier
-from rnncli.optimizer import Gradients, Schedule, make_optimizer
+from rnncli.optimizer import Gradients, make_optimizer
 from rnncli.streaming import open_stream
 from rnncli.tokenizer import Encoded, add_words, encode, train_tokenizer
 from rnncli.vectors import Vectors, init_embedding, read_vectors, vector_words, vectors_note
@@ -291,14 +291,16 @@ class Learner:
         rows = not dist.active
         self.optimizer = make_optimizer(model, config, rows=rows)
         self.gradients = Gradients(model, rows=rows, optimizer=self.optimizer)
-        self.schedule = Schedule(self.optimizer, train_cfg)
         self.loss_fn = torch.nn.CrossEntropyLoss(weight=class_weights(config, corpus, setup.device),
                                                  label_smoothing=train_cfg.label_smoothing)
 
     def set_epoch(self, epoch: int) -> None:
-        """Training mode and the epoch's learning rate."""
+        """Training mode and the epoch's learning rate; set between epochs, when RowAdamW has
+        brought every row up to date at the old rate."""
         self.model.train()
-        self.schedule.epoch(epoch)
+        train_cfg = self.config.train
+        for group in self.optimizer.param_groups:
+            group["lr"] = train_cfg.lr * train_cfg.lr_decay ** (epoch - 1)
 
     @property
     def lr(self) -> float:
@@ -318,7 +320,6 @@ class Learner:
             scaler.unscale_(self.optimizer)  # clip the true gradients
         if self.config.train.clip > 0:
             self.gradients.clip(self.config.train.clip)
-        self.schedule.before_step()
         if scaler is None:
             self.optimizer.step()
         else:

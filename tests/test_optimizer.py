@@ -1,11 +1,9 @@
 """RowAdamW: AdamW's updates, computed only for the embedding rows a batch uses."""
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 
-from rnncli.optimizer import RowAdamW, Schedule
+from rnncli.optimizer import RowAdamW
 
 VOCAB, EMBED = 37, 11
 
@@ -140,56 +138,3 @@ def test_fused_row_adamw_steps_everything_in_one_kernel_call(monkeypatch):
         optimizer.step()
     assert calls == [2, 1, 3, 3]  # first: torch's for a and b, then the rows; then all at once
     assert [float(optimizer.state[p]["step"]) for p in (embedding, a, b)] == [3, 3, 3]
-
-
-def warmed_up(kind: str, steps: int, warmup: int, resume_at: int | None = None):
-    """`steps` steps of sparse-row gradients under a Schedule with `warmup`; returns (rates, embedding).
-    With `resume_at`, the optimiser is saved there and a new one (and schedule) carries on from its state."""
-    torch.manual_seed(0)
-    embedding = torch.nn.Parameter(torch.randn(VOCAB, EMBED))
-    make = {"dense": lambda: torch.optim.AdamW([embedding], lr=0.01),
-            "rows": lambda: RowAdamW([embedding], embedding, lr=0.01)}
-    cfg = SimpleNamespace(lr=0.01, lr_decay=1.0, warmup=warmup)
-    optimizer = make[kind]()
-    schedule = Schedule(optimizer, cfg)
-    schedule.epoch(1)
-    draw, rates = torch.Generator().manual_seed(1), []
-    for step in range(steps):
-        if step == resume_at:
-            saved = optimizer.state_dict()
-            optimizer = make[kind]()
-            optimizer.load_state_dict(saved)
-            schedule = Schedule(optimizer, cfg)
-            schedule.epoch(1)
-        rows = torch.unique(torch.randint(1, VOCAB, (4,), generator=draw))
-        embedding.grad = torch.zeros(VOCAB, EMBED).index_put_((rows,), torch.randn(len(rows), EMBED, generator=draw))
-        optimizer.rows = rows
-        schedule.before_step()
-        rates.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-    if kind == "rows":
-        optimizer.flush()
-    return rates, embedding.detach()
-
-
-def test_warmup_raises_the_rate_linearly_then_holds_it():
-    rates, _ = warmed_up("dense", 7, warmup=4)
-    assert rates == pytest.approx([0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01, 0.01])
-    assert warmed_up("dense", 3, warmup=0)[0] == [0.01] * 3
-
-
-def test_row_adamw_makes_adamws_updates_while_the_rate_rises_each_step():
-    """A RowAdamW row skipped across a rate change is brought up to date at the old rate first."""
-    dense_rates, dense = warmed_up("dense", 30, warmup=20)
-    row_rates, rows = warmed_up("rows", 30, warmup=20)
-    assert row_rates == dense_rates
-    torch.testing.assert_close(rows, dense, rtol=1e-5, atol=1e-5)
-    assert not torch.allclose(dense, warmed_up("dense", 30, warmup=0)[1])  # the warm-up changed the path
-
-
-def test_a_resumed_run_carries_on_with_the_warmup_where_it_stopped():
-    for kind in ("dense", "rows"):
-        whole_rates, whole = warmed_up(kind, 12, warmup=8)
-        resumed_rates, resumed = warmed_up(kind, 12, warmup=8, resume_at=5)
-        assert resumed_rates == pytest.approx(whole_rates)
-        torch.testing.assert_close(resumed, whole, rtol=1e-5, atol=1e-5)

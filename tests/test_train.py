@@ -155,18 +155,6 @@ def test_lr_decay_lowers_each_epochs_rate(tmp_path, monkeypatch, reviews_csv):
     assert constant.history[-1].train_loss != run.history[-1].train_loss  # ...then slower steps
 
 
-def test_warmup_starts_the_rate_low_and_reaches_lr(tmp_path, monkeypatch, reviews_csv):
-    monkeypatch.chdir(tmp_path)
-    constant = train(tiny(reviews_csv, out="constant", epochs=2, patience=2, lr=0.004))
-    warmed = train(tiny(reviews_csv, out="warmed", epochs=2, patience=2, lr=0.004, warmup=10_000))
-    # 10,000 steps of warm-up outlast this run: its rate is still rising at the end of each epoch
-    assert 0 < warmed.history[0].lr < warmed.history[1].lr < 0.004
-    assert warmed.history[0].train_loss != constant.history[0].train_loss
-    assert checkpoint.load("warmed").config.train.warmup == 10_000
-    short = train(tiny(reviews_csv, out="short", epochs=2, patience=2, lr=0.004, warmup=3))
-    assert [e.lr for e in short.history] == pytest.approx([0.004, 0.004])
-
-
 def test_label_smoothing_reaches_the_loss(tmp_path, monkeypatch, reviews_csv):
     monkeypatch.chdir(tmp_path)
     plain = train(tiny(reviews_csv, out="plain", epochs=1))
