@@ -480,10 +480,11 @@ class RunFolder:
         if self.writes:
             append_metrics(self.path, record)
 
-    def save_resume(self, model, optimizer, epoch: int, stale: int, best_epoch: int, **best: float) -> None:
-        """`best`: the best epoch's score, best_accuracy= for a classifier."""
+    def save_resume(self, model, optimizer, epoch: int, stale: int, best_epoch: int, **counters: float) -> None:
+        """`counters`: the best epoch's score (best_accuracy= for a classifier) and the run's others."""
         if self.writes:
-            save_resume(self.path, model, optimizer, {"epoch": epoch, "stale": stale, "best_epoch": best_epoch, **best})
+            save_resume(self.path, model, optimizer, {"epoch": epoch, "stale": stale, "best_epoch": best_epoch,
+                                                      **counters})
 
     def finish(self) -> None:
         """The run is over: nothing is left to resume."""

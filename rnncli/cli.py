@@ -231,6 +231,11 @@ class RichProgress:
         elapsed = max(time.perf_counter() - self.started, 1e-9)
         self.bar.update(self.task, advance=1, loss=loss, tps=self.tokens / elapsed)
 
+    def restarted(self, restart) -> None:
+        self.bar.remove_task(self.task)
+        console.print(f"[yellow]epoch {restart.epoch:>3}  the loss exploded to {restart.loss:.4g}; restarting "
+                      f"the epoch at lr {restart.lr:.3g}[/yellow]")
+
     def epoch_end(self, r) -> None:
         self.bar.remove_task(self.task)
         mark = "  [green]best[/green]" if r.improved else ""
@@ -283,6 +288,7 @@ def train(
     clip: Annotated[float | None, _config_option("clip")] = None,
     seed: Annotated[int | None, _config_option("seed")] = None,
     patience: Annotated[int | None, _config_option("patience")] = None,
+    restarts: Annotated[int | None, _config_option("restarts")] = None,
     label_smoothing: Annotated[float | None, _config_option("label_smoothing")] = None,
     class_weights: Annotated[str | None, _config_option("class_weights")] = None,
     device: Annotated[str | None, _config_option("device")] = None,
@@ -448,6 +454,7 @@ def pretrain(
     seed: Annotated[int | None, _config_option("seed")] = None,
     patience: Annotated[int | None, _lm_option("patience", "Stop after this many epochs without a lower "
                                                      "held-out perplexity.")] = None,
+    restarts: Annotated[int | None, _config_option("restarts")] = None,
     device: Annotated[str | None, _config_option("device")] = None,
     out: Annotated[str | None, typer.Option(help="Folder to write; empty: runs/<dataset>-lm-<timestamp>. "
                                                  "runs/latest is left pointing at the newest classifier.",

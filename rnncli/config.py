@@ -108,6 +108,9 @@ class TrainConfig:
     seed: int = _option(0, "Seed for weights, data order and splits.", min=0, max=SEED_LIMIT - 1)
     patience: int = _option(3, "Stop after this many epochs without a better validation accuracy.", min=1,
                      max=100_000)
+    restarts: int = _option(3, "When a batch's loss explodes, start the epoch again from the weights it began "
+                            "with at half the learning rate, at most this many times in a run; 0 stops "
+                            "at the first explosion.", min=0, max=20)
     label_smoothing: float = _option(0.0, "Train towards (1 - this) on the true label and the rest spread over the "
                                 "others, instead of all on the true label.", min=0.0, max=0.99)
     class_weights: str = _option("none", "`auto` weighs the loss by inverse class frequency.", choices=CLASS_WEIGHTS)

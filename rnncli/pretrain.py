@@ -38,11 +38,12 @@ from rnncli.device import resolve_device
 from rnncli.errors import Interrupted, RnncliError
 from rnncli.lm import MIN_HIDDEN, LanguageModel
 from rnncli.optimizer import Gradients, make_optimizer
+from rnncli.restarts import Restarts
 from rnncli.skipgram import learn_vectors
 from rnncli.texts import read_file
 from rnncli.tokenizer import UNK_ID, Encoded, add_words, encode, train_tokenizer
 from rnncli.train import Progress as TrainProgress
-from rnncli.train import seed_everything
+from rnncli.train import Restart, epoch_lr, seed_everything, set_lr
 from rnncli.vectors import Vectors, init_embedding, read_vectors, vector_words, vectors_note
 
 EVAL_BATCH = 256  # held-out texts per batch when the perplexity is measured
@@ -195,6 +196,7 @@ class LMRun:
     best_perplexity: float = float("inf")
     stopped: str = "finished"  # finished | early stop | interrupted | diverged
     message: str = ""
+    restarts: list[Restart] = field(default_factory=list)  # epochs started again after a loss explosion
     model: LanguageModel | None = field(default=None, repr=False)
 
 
@@ -316,6 +318,7 @@ class LMFit:
         self.run = LMRun(out=folder.path, config=config, report=report)
         self.best_state: dict | None = None
         self.stale, self.first_epoch = 0, 1
+        self.restarts = Restarts(model, self.optimizer, config.train.restarts)
 
     def restore(self, resumed: checkpoint.Resumed) -> None:
         """Continue after the interrupted run's last finished epoch."""
@@ -327,6 +330,7 @@ class LMFit:
         self.best_state = self.folder.best_weights()
         run.history = [LMEpoch(**r, improved=r["epoch"] == run.best_epoch)
                        for r in self.folder.records_upto(resumed.epoch)]
+        self.restarts.restore(resumed.state, resumed.path / checkpoint.RESUME)
         torch.set_rng_state(resumed.rng)
 
     def epochs(self) -> None:
@@ -335,11 +339,13 @@ class LMFit:
         epoch = self.first_epoch
         try:
             for epoch in range(self.first_epoch, train_cfg.epochs + 1):
-                loss, tokens, seconds = self.one_pass(epoch)
+                loss, tokens, seconds = self.restarted_pass(epoch)
                 if not math.isfinite(loss):
+                    used = self.restarts.used
+                    after = f", after {used} restart{'s' * (used != 1)} at half the rate" if used else ""
                     run.stopped = "diverged"
-                    run.message = (f"the loss became {loss} in epoch {epoch}; pretraining stopped (try a lower "
-                                   f"--lr than {train_cfg.lr:g} or a smaller --clip)")
+                    run.message = (f"the loss became {loss} in epoch {epoch}{after}; pretraining stopped (try a "
+                                   f"lower --lr than {train_cfg.lr:g} or a smaller --clip)")
                     break
                 if self.end_of_epoch(epoch, loss, tokens, seconds):
                     run.stopped = "early stop"
@@ -350,12 +356,22 @@ class LMFit:
         finally:
             self.gradients.close()
 
+    def restarted_pass(self, epoch: int) -> tuple[float, int, float]:
+        """The epoch's pass; started again while its loss is not finite and `Restarts` has a restart left."""
+        self.restarts.mark()
+        loss, tokens, seconds = self.one_pass(epoch)
+        while not math.isfinite(loss) and self.restarts.rewind():
+            restart = Restart(epoch, loss, epoch_lr(self.config, epoch, self.restarts.scale))
+            self.run.restarts.append(restart)
+            self.progress.restarted(restart)
+            loss, tokens, seconds = self.one_pass(epoch)
+        return loss, tokens, seconds
+
     def one_pass(self, epoch: int) -> tuple[float, int, float]:
         """One epoch of steps: (mean loss per predicted word, tokens read, seconds)."""
         model, train_cfg = self.model, self.config.train
         model.train()
-        for group in self.optimizer.param_groups:
-            group["lr"] = train_cfg.lr * train_cfg.lr_decay ** (epoch - 1)
+        set_lr(self.optimizer, self.config, epoch, self.restarts.scale)
         rng = np.random.default_rng([train_cfg.seed, epoch])
         self.progress.epoch_start(epoch, self.buckets.num_batches(train_cfg.batch_size))
         start, loss_sum, words, tokens = time.perf_counter(), 0.0, 0, 0
@@ -410,7 +426,7 @@ class LMFit:
             self.stale += 1
             self.folder.add_record(result.record())
         self.folder.save_resume(self.model, self.optimizer, epoch, self.stale, run.best_epoch,
-                                best_perplexity=run.best_perplexity)
+                                best_perplexity=run.best_perplexity, **self.restarts.state())
         self.progress.epoch_end(result)
         return self.stale >= self.config.train.patience
 

@@ -31,6 +31,7 @@ from rnncli.errors import Interrupted, RnncliError
 from rnncli.evaluate import Metrics, evaluate
 from rnncli.model import RNNClassifier
 from rnncli.optimizer import Gradients, make_optimizer
+from rnncli.restarts import Restarts
 from rnncli.streaming import open_stream
 from rnncli.tokenizer import Encoded, add_words, encode, train_tokenizer
 from rnncli.vectors import Vectors, init_embedding, read_vectors, vector_words, vectors_note
@@ -55,6 +56,14 @@ class Epoch:
 
 
 @dataclass
+class Restart:
+    """An epoch started again: its loss exploded to `loss`; it runs again at `lr`."""
+    epoch: int
+    loss: float
+    lr: float
+
+
+@dataclass
 class Run:
     out: Path
     config: Config
@@ -64,6 +73,7 @@ class Run:
     best_accuracy: float = float("nan")
     stopped: str = "finished"  # finished | early stop | interrupted | diverged
     message: str = ""
+    restarts: list[Restart] = field(default_factory=list)  # epochs started again after a loss explosion
     test: Metrics | None = None
     model: RNNClassifier | None = field(default=None, repr=False)  # the best weights, on the training device
 
@@ -75,6 +85,7 @@ class Progress:
     def epoch_start(self, epoch: int, batches: int | None) -> None: ...
     def batch(self, loss: float, tokens: int) -> None: ...
     def epoch_end(self, result: Epoch) -> None: ...
+    def restarted(self, restart: Restart) -> None: ...
 
 
 @dataclass
@@ -294,13 +305,11 @@ class Learner:
         self.loss_fn = torch.nn.CrossEntropyLoss(weight=class_weights(config, corpus, setup.device),
                                                  label_smoothing=train_cfg.label_smoothing)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Training mode and the epoch's learning rate; set between epochs, when RowAdamW has
-        brought every row up to date at the old rate."""
+    def set_epoch(self, epoch: int, scale: float = 1.0) -> None:
+        """Training mode and the epoch's learning rate (times `scale`, see `Restarts`); set between
+        epochs, when RowAdamW has brought every row up to date at the old rate."""
         self.model.train()
-        train_cfg = self.config.train
-        for group in self.optimizer.param_groups:
-            group["lr"] = train_cfg.lr * train_cfg.lr_decay ** (epoch - 1)
+        set_lr(self.optimizer, self.config, epoch, scale)
 
     @property
     def lr(self) -> float:
@@ -327,6 +336,16 @@ class Learner:
             scaler.update()
         self.gradients.zero_rows()
         return loss.item()
+
+
+def epoch_lr(config: Config, epoch: int, scale: float) -> float:
+    """The epoch's learning rate: `lr`, decayed by `lr_decay` an epoch, times `scale`."""
+    return config.train.lr * config.train.lr_decay ** (epoch - 1) * scale
+
+
+def set_lr(optimizer, config: Config, epoch: int, scale: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = epoch_lr(config, epoch, scale)
 
 
 def class_weights(config: Config, corpus, device) -> torch.Tensor | None:
@@ -378,6 +397,7 @@ class Fit:
         self.best_state: dict | None = None  # the best epoch's weights
         self.stale = 0  # epochs since the best one
         self.first_epoch = 1
+        self.restarts = Restarts(learner.model, learner.optimizer, config.train.restarts)
 
     def restore(self, resumed: checkpoint.Resumed) -> None:
         """Continue after the interrupted run's last finished epoch, as if it had never stopped."""
@@ -390,6 +410,7 @@ class Fit:
         self.best_state = self.folder.best_weights()
         records = self.folder.records_upto(resumed.epoch)
         run.history = [Epoch(**r, improved=r["epoch"] == run.best_epoch) for r in records]
+        self.restarts.restore(resumed.state, resumed.path / checkpoint.RESUME)
         torch.set_rng_state(resumed.rng)  # last: building the best model above draws random numbers
 
     def epochs(self) -> None:
@@ -398,11 +419,12 @@ class Fit:
         epoch = self.first_epoch
         try:
             for epoch in range(self.first_epoch, train_cfg.epochs + 1):
-                done = self.one_pass(epoch)
+                done = self.restarted_pass(epoch)
                 if done.exploded is not None:
                     run.stopped = "diverged"
-                    run.message = (f"the loss exploded to {done.exploded:.4g} in epoch {epoch}; training "
-                                   f"stopped (try a lower --lr than {train_cfg.lr:g} or a smaller --clip)")
+                    run.message = (f"the loss exploded to {done.exploded:.4g} in epoch {epoch}"
+                                   f"{self.restarts_note()}; training stopped (try a lower --lr than "
+                                   f"{train_cfg.lr:g} or a smaller --clip)")
                     break
                 if self.end_of_epoch(epoch, done):
                     run.stopped = "early stop"
@@ -414,10 +436,25 @@ class Fit:
         finally:
             self.learner.gradients.close()
 
+    def restarted_pass(self, epoch: int) -> Pass:
+        """The epoch's pass; started again while its loss explodes and `Restarts` has a restart left."""
+        self.restarts.mark()
+        done = self.one_pass(epoch)
+        while done.exploded is not None and self.restarts.rewind():
+            restart = Restart(epoch, done.exploded, epoch_lr(self.config, epoch, self.restarts.scale))
+            self.run.restarts.append(restart)
+            self.progress.restarted(restart)
+            done = self.one_pass(epoch)
+        return done
+
+    def restarts_note(self) -> str:
+        used = self.restarts.used
+        return f", after {used} restart{'s' * (used != 1)} at half the rate" if used else ""
+
     def one_pass(self, epoch: int) -> Pass:
         """One epoch of optimisation steps over the batch source."""
         learner, dist, device = self.learner, self.setup.dist, self.setup.device
-        learner.set_epoch(epoch)
+        learner.set_epoch(epoch, self.restarts.scale)
         rng = np.random.default_rng([self.config.train.seed, epoch])
         self.progress.epoch_start(epoch, self.batches.num_batches)
         start, done = time.perf_counter(), Pass()
@@ -466,7 +503,7 @@ class Fit:
             self.stale += 1
             self.folder.add_record(result.record())
         self.folder.save_resume(model, self.learner.optimizer, epoch, self.stale, run.best_epoch,
-                                best_accuracy=run.best_accuracy)
+                                best_accuracy=run.best_accuracy, **self.restarts.state())
         self.progress.epoch_end(result)
         return self.stale >= self.config.train.patience
 
