@@ -47,6 +47,7 @@ RUNS = [  # data set, config file (None: defaults), extra overrides
     ("sst5", ROOT / "configs" / "sst5-from-sst2.toml", {"init_from": ROOT / "configs" / "sst2-gru.toml"}),
     # init_from "lm:NAME": the language model LMS[NAME] that `rnncli pretrain` trains first in this invocation
     ("sst2", ROOT / "configs" / "sst2-lm.toml", {"init_from": "lm:rnn"}),
+    ("imdb", ROOT / "configs" / "imdb-lm.toml", {"init_from": "lm:rnn"}),
     ("sst2", ROOT / "configs" / "sst2-gru-lm.toml", {"init_from": "lm:gru"}),
     ("imdb", ROOT / "configs" / "imdb-gru-lm.toml", {"init_from": "lm:gru"}),
     ("sst5", ROOT / "configs" / "sst5-gru-lm.toml", {"init_from": "lm:gru"}),

@@ -235,7 +235,7 @@ def test_each_lm_config_pretrains_a_language_model_of_its_own_architecture():
     """A header's `rnncli pretrain --config X` must build what its `train --init-from` accepts."""
     root = Path(__file__).parents[1]
     configs = sorted((root / "configs").glob("*-lm.toml"))
-    assert len(configs) == 4
+    assert len(configs) == 5
     for path in configs:
         header = path.read_text()
         pretrain_config = re.search(r"rnncli pretrain --config (\S+)", header).group(1)
