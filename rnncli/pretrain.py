@@ -341,10 +341,8 @@ class LMFit:
             for epoch in range(self.first_epoch, train_cfg.epochs + 1):
                 loss, tokens, seconds = self.restarted_pass(epoch)
                 if not math.isfinite(loss):
-                    used = self.restarts.used
-                    after = f", after {used} restart{'s' * (used != 1)} at half the rate" if used else ""
                     run.stopped = "diverged"
-                    run.message = (f"the loss became {loss} in epoch {epoch}{after}; pretraining stopped (try a "
+                    run.message = (f"the loss became {loss} in epoch {epoch}{self.restarts.note()}; pretraining stopped (try a "
                                    f"lower --lr than {train_cfg.lr:g} or a smaller --clip)")
                     break
                 if self.end_of_epoch(epoch, loss, tokens, seconds):

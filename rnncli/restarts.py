@@ -26,12 +26,11 @@ def _cpu_copy(value):
 
 
 class Restarts:
-    """At most `limit` restarts in a run; `scale` is the learning rate's factor after them
-    (halved by each). `mark` at an epoch's start, `rewind` when its loss explodes."""
+    """At most `limit` restarts in a run. `mark` at an epoch's start, `rewind` when its loss explodes."""
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, limit: int):
         self.model, self.optimizer, self.limit = model, optimizer, limit
-        self.used, self.scale = 0, 1.0
+        self.used = 0
         self._start: tuple[dict, dict] | None = None  # (model state, optimizer state) at the epoch's start
 
     def mark(self) -> None:
@@ -46,8 +45,18 @@ class Restarts:
         model_state, optimizer_state = self._start
         self.model.load_state_dict(model_state)
         self.optimizer.load_state_dict(_cpu_copy(optimizer_state))  # a copy: a second rewind needs the original
-        self.used, self.scale = self.used + 1, self.scale / 2
+        self.used += 1
         return True
+
+    @property
+    def scale(self) -> float:
+        """The learning rate's factor: halved by each restart so far."""
+        return 0.5**self.used
+
+    def note(self) -> str:
+        """The restarts a divergence message mentions ("" when there were none)."""
+        used = self.used
+        return f", after {used} restart{'s' * (used != 1)} at half the rate" if used else ""
 
     def state(self) -> dict:
         """What `--resume` needs to go on at the same rate."""
@@ -59,4 +68,4 @@ class Restarts:
         if not isinstance(used, int) or isinstance(used, bool) or not 0 <= used <= self.limit:
             raise RnncliError(f"{where}: its restart count {used!r} is not one this run's --restarts "
                               f"{self.limit} allows")
-        self.used, self.scale = used, 0.5**used
+        self.used = used

@@ -305,7 +305,7 @@ class Learner:
         self.loss_fn = torch.nn.CrossEntropyLoss(weight=class_weights(config, corpus, setup.device),
                                                  label_smoothing=train_cfg.label_smoothing)
 
-    def set_epoch(self, epoch: int, scale: float = 1.0) -> None:
+    def set_epoch(self, epoch: int, scale: float) -> None:
         """Training mode and the epoch's learning rate (times `scale`, see `Restarts`); set between
         epochs, when RowAdamW has brought every row up to date at the old rate."""
         self.model.train()
@@ -423,7 +423,7 @@ class Fit:
                 if done.exploded is not None:
                     run.stopped = "diverged"
                     run.message = (f"the loss exploded to {done.exploded:.4g} in epoch {epoch}"
-                                   f"{self.restarts_note()}; training stopped (try a lower --lr than "
+                                   f"{self.restarts.note()}; training stopped (try a lower --lr than "
                                    f"{train_cfg.lr:g} or a smaller --clip)")
                     break
                 if self.end_of_epoch(epoch, done):
@@ -446,10 +446,6 @@ class Fit:
             self.progress.restarted(restart)
             done = self.one_pass(epoch)
         return done
-
-    def restarts_note(self) -> str:
-        used = self.restarts.used
-        return f", after {used} restart{'s' * (used != 1)} at half the rate" if used else ""
 
     def one_pass(self, epoch: int) -> Pass:
         """One epoch of optimisation steps over the batch source."""
