@@ -105,48 +105,62 @@ class _Layer(torch.autograd.Function):
         return grad_x, grad_w_ih, grad_w_hh, grad_bias, grad_bias, None
 
 
-def _gru_steps(x, w_ih, w_hh, b_ih, b_hh) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _gru_steps(x, w_ih, w_hh, b_ih, b_hh) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The gru from h_{-1} = 0: x (seq, batch, in) -> out (seq, batch, hidden), with what the
-    backward pass reads: the gates r, z, n after their activations (seq, batch, 3 hidden) and the
-    recurrent term of n before r scales it, h_{t-1} W_hn^T + b_hn (seq, batch, hidden).
+    backward pass reads: r and z after their activations (seq, batch, 2 hidden), n (seq, batch,
+    hidden) and the recurrent term of n before r scales it, h_{t-1} W_hn^T + b_hn (seq, batch, hidden).
 
         r, z = sigmoid(x W_ir,z^T + b_ir,z + h W_hr,z^T + b_hr,z)
         n = tanh(x W_in^T + b_in + r * (h W_hn^T + b_hn));  h' = n + z * (h - n)
-    """
+
+    Each step's three recurrent terms land in one row of `rec` (batch, 3 hidden) that already holds
+    the input terms of r and z and b_hn, so a step is one product and four in-place operations."""
     seq, batch, _ = x.shape
     hidden = w_hh.shape[1]
-    gates = torch.addmm(b_ih, x.reshape(seq * batch, -1), w_ih.t()).view(seq, batch, 3 * hidden)  # input terms
-    recurrent = b_hh.expand(seq, batch, 3 * hidden).contiguous()  # h W_hh^T + b_hh; h_{-1} = 0 leaves b_hh
+    flat = x.reshape(seq * batch, -1)
+    rec = x.new_empty(seq, batch, 3 * hidden)  # [r, z pre-activations | h W_hn^T + b_hn]
+    torch.addmm(b_ih[: 2 * hidden] + b_hh[: 2 * hidden], flat, w_ih[: 2 * hidden].t(),
+                out=rec[..., : 2 * hidden].view(seq * batch, 2 * hidden))
+    rec[..., 2 * hidden:] = b_hh[2 * hidden:]  # h_{-1} = 0 leaves b_hn
+    n = torch.addmm(b_ih[2 * hidden:], flat, w_ih[2 * hidden:].t()).view(seq, batch, hidden)  # input term of n
     out = x.new_empty(seq, batch, hidden)
     w_hh_t = w_hh.t()
-    for t in range(seq):
-        if t:
-            recurrent[t].addmm_(out[t - 1], w_hh_t)
-        _gru_step(gates[t], recurrent[t], out[t - 1] if t else None, out[t])
-    return out, gates, recurrent[..., 2 * hidden:]
+    n_arrays = _numpy(n)
+    steps = zip(rec.unbind(0), rec[..., : 2 * hidden].unbind(0), rec[..., :hidden].unbind(0),
+                rec[..., hidden: 2 * hidden].unbind(0), rec[..., 2 * hidden:].unbind(0), n.unbind(0), out.unbind(0))
+    h = None
+    for t, (row, rz, r, z, hn, n_t, h_t) in enumerate(steps):  # (batch, 3 hidden), (batch, 2 hidden), (batch, hidden)...
+        if h is not None:
+            row.addmm_(h, w_hh_t)
+        rz.sigmoid_()
+        n_t.addcmul_(r, hn)
+        tanh_(n_t, None if n_arrays is None else n_arrays[t])
+        if h is None:  # h = 0: n - z * n
+            torch.addcmul(n_t, z, n_t, value=-1, out=h_t)
+        else:  # h' = n + z * (h - n)
+            torch.lerp(n_t, h, z, out=h_t)
+        h = h_t
+    return out, rec[..., : 2 * hidden], n, rec[..., 2 * hidden:]
 
 
 def _gru_step(g: torch.Tensor, rec: torch.Tensor | None, h: torch.Tensor | None, out: torch.Tensor,
-              b_hn: torch.Tensor | None = None) -> None:
-    """One gru step for n texts, in place: the input terms g (n, 3 hidden) become r, z, n after
-    their activations, given the recurrent terms rec = h W_hh^T + b_hh (n, 3 hidden); h' goes to out
-    (n, hidden). h None is the zero start state. With `b_hn`, g holds b_hr and b_hz already and rec
-    is h W_hh^T alone (None for h = 0): the step adds b_hn, which r scales. Every tensor may carry a
-    leading direction axis, (2, n, ...), with b_hn (2, 1, hidden): both directions in one step."""
+              b_hn: torch.Tensor) -> None:
+    """One gru step of packed inference for n texts, in place: the input terms g (n, 3 hidden),
+    which hold b_hr and b_hz already, become r, z, n after their activations, given rec = h W_hh^T
+    (n, 3 hidden; None for h = 0); the step adds b_hn, which r scales. h' goes to out (n, hidden).
+    Every tensor may carry a leading direction axis, (2, n, ...), with b_hn (2, 1, hidden): both
+    directions in one step. The formulas are `_gru_steps`'s."""
     hidden = out.shape[-1]
     if rec is not None:
         g[..., : 2 * hidden].add_(rec[..., : 2 * hidden])
     g[..., : 2 * hidden].sigmoid_()
     r, z, n = g.chunk(3, -1)
-    if b_hn is None:
-        n.addcmul_(r, rec[..., 2 * hidden:])
-    else:
-        n.addcmul_(r, b_hn if rec is None else rec[..., 2 * hidden:].add_(b_hn))
+    n.addcmul_(r, b_hn if rec is None else rec[..., 2 * hidden:].add_(b_hn))
     tanh_(n)
     if h is None:  # h = 0: n - z * n
         torch.addcmul(n, z, n, value=-1, out=out)
     else:  # h' = n + z * (h - n)
-        torch.addcmul(n, z, h - n, out=out)
+        torch.lerp(n, h, z, out=out)
 
 
 class _GRULayer(torch.autograd.Function):
@@ -154,38 +168,56 @@ class _GRULayer(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w_ih, w_hh, b_ih, b_hh):
-        out, gates, hn = _gru_steps(x, w_ih, w_hh, b_ih, b_hh)
-        ctx.save_for_backward(x, w_ih, w_hh, out, gates, hn)
+        out, rz, n, hn = _gru_steps(x, w_ih, w_hh, b_ih, b_hh)
+        ctx.save_for_backward(x, w_ih, w_hh, out, rz, n, hn)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, w_ih, w_hh, out, gates, hn = ctx.saved_tensors
+        x, w_ih, w_hh, out, rz, n, hn = ctx.saved_tensors
         seq, batch, hidden = out.shape
-        r, z, n = gates.chunk(3, 2)  # (seq, batch, hidden) each
-        previous = torch.cat([out.new_zeros(1, batch, hidden), out[:-1]])  # h_{t-1}
-        # what multiplies dL/dh_t into each pre-activation's gradient, for all steps at once
-        to_n = (1 - z) * (1 - n * n)  # d n_pre = dh * to_n
-        to_z = (previous - n) * z * (1 - z)  # d z_pre = dh * to_z
-        to_r = hn * r * (1 - r)  # d r_pre = d n_pre * to_r
-        d_in = out.new_empty(seq, batch, 3 * hidden)  # gradients of the input terms: r, z, n
-        d_rec = out.new_empty(seq, batch, 3 * hidden)  # of the recurrent terms: r, z, and r * n's
-        dh = grad_out[-1]
+        # dL/dh_t times these gives, for step t, the gradients of r * (h W_hn^T + b_hn), of the
+        # pre-activations of r, z and n, in that order; a step is then one broadcast product
+        factors = _gru_factors(out, rz, n, hn)  # (seq, batch, 4, hidden)
+        grads = torch.empty_like(factors)  # (seq, batch, 4, hidden)
+        flat = grads.view(seq * batch, 4 * hidden)
+        d_in = flat[:, hidden:]  # of the input terms: r, z, n
+        d_rec = flat[:, : 3 * hidden]  # of the recurrent terms, in the order n, r, z
+        w_nrz = torch.cat([w_hh[2 * hidden:], w_hh[: 2 * hidden]])  # W_hh's rows in d_rec's order
+        factor, grad, rec = factors.unbind(0), grads.unbind(0), d_rec.view(seq, batch, -1).unbind(0)  # per step
+        z, own = rz[..., hidden:].unbind(0), grad_out.unbind(0)  # (batch, hidden) per step
+        dh = own[-1]  # (batch, hidden)
         for t in range(seq - 1, -1, -1):
-            dr, dz, dn = d_in[t].chunk(3, 1)
-            torch.mul(dh, to_n[t], out=dn)
-            torch.mul(dh, to_z[t], out=dz)
-            torch.mul(dn, to_r[t], out=dr)
-            rec = d_rec[t]
-            rec[:, : 2 * hidden].copy_(d_in[t, :, : 2 * hidden])
-            torch.mul(dn, r[t], out=rec[:, 2 * hidden:])
+            torch.mul(dh[:, None], factor[t], out=grad[t])  # (batch, 4, hidden)
             if t:  # dL/dh_{t-1}: its own gradient, through z, and through the recurrent product
-                dh = torch.addcmul(grad_out[t - 1], dh, z[t]).addmm_(rec, w_hh)
-        flat_in, flat_rec = d_in.view(seq * batch, -1), d_rec.view(seq * batch, -1)
-        grad_w_ih = flat_in.t() @ x.reshape(seq * batch, -1)  # (3 hidden, in), summed over steps
-        grad_w_hh = flat_rec[batch:].t() @ out[:-1].reshape(-1, hidden)  # step 0 saw h = 0
-        grad_x = (flat_in @ w_ih).view_as(x) if ctx.needs_input_grad[0] else None
-        return grad_x, grad_w_ih, grad_w_hh, flat_in.sum(0), flat_rec.sum(0)
+                dh = torch.addcmul(own[t - 1], dh, z[t]).addmm_(rec[t], w_nrz)
+        grad_w_ih = d_in.t() @ x.reshape(seq * batch, -1)  # (3 hidden, in), summed over steps
+        grad_nrz = d_rec[batch:].t() @ out[:-1].reshape(-1, hidden)  # step 0 saw h = 0
+        grad_x = (d_in @ w_ih).view_as(x) if ctx.needs_input_grad[0] else None
+        sums = flat.sum(0)  # (4 hidden,)
+        return (grad_x, grad_w_ih, _nrz_to_rzn(grad_nrz, hidden), sums[hidden:],
+                _nrz_to_rzn(sums[: 3 * hidden], hidden))
+
+
+def _gru_factors(out, rz, n, hn) -> torch.Tensor:
+    """For every step at once, what dL/dh_t multiplies into (see `_GRULayer.backward`)."""
+    seq, batch, hidden = out.shape
+    r, z = rz.chunk(2, -1)
+    factors = out.new_empty(seq, batch, 4, hidden)
+    to_nr, to_r, to_z, to_n = factors.unbind(2)  # (seq, batch, hidden) views
+    keep = 1 - z
+    torch.addcmul(keep, keep, n * n, value=-1, out=to_n)  # d n_pre = dh (1 - z)(1 - n^2)
+    torch.mul(to_n, r, out=to_nr)  # d (r * hn) = d n_pre * r
+    torch.mul(to_nr, hn, out=to_r).addcmul_(to_r, r, value=-1)  # d r_pre = d n_pre * hn * r (1 - r)
+    torch.sub(out[:-1], n[1:], out=to_z[1:])  # h_{t-1} - n; h_{-1} = 0
+    torch.neg(n[0], out=to_z[0])
+    to_z.mul_(z).mul_(keep)  # d z_pre = dh (h_{t-1} - n) z (1 - z)
+    return factors
+
+
+def _nrz_to_rzn(rows: torch.Tensor, hidden: int) -> torch.Tensor:
+    """Rows or entries in the gate order n, r, z back in torch's order r, z, n."""
+    return torch.cat([rows[hidden:], rows[:hidden]])
 
 
 def layer_weights(rnn: nn.Module, suffix: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -297,7 +329,7 @@ def _packed_direction(rnn: nn.Module, suffix: str, terms: torch.Tensor, packed: 
     for t, g in enumerate(gates):  # g: (n, gates x hidden)
         h = _first(hs[t - 1], sizes[t]) if t else None  # h_{t-1} of the texts still running
         if cells is None:  # gru; the input terms hold b_hr and b_hz (see `input_terms`)
-            _gru_step(g, None if h is None else torch.mm(h, w_hh_t), h, hs[t], b_hn=b_hh[2 * hidden:])
+            _gru_step(g, None if h is None else torch.mm(h, w_hh_t), h, hs[t], b_hh[2 * hidden:])
         else:  # lstm
             if t:
                 g.addmm_(h, w_hh_t)
@@ -339,7 +371,7 @@ def _packed_gru_pair(rnn: nn.GRU, layer: int, terms: torch.Tensor | None, packed
             g = torch.index_select(flat, 0, lookups[2 * start: 2 * (start + n)], out=scratch[: 2 * n]).view(2, n, -1)
         h = None if h is None else h[:, :n]  # h_{t-1} of the texts still running
         step = out[:, start: start + n]  # (2, n, hidden)
-        _gru_step(g, None if h is None else torch.bmm(h, w_hh_t), h, step, b_hn=b_hn)
+        _gru_step(g, None if h is None else torch.bmm(h, w_hh_t), h, step, b_hn)
         h = step
     return out
 
