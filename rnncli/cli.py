@@ -445,11 +445,6 @@ def pretrain(
     vectors: Annotated[str | None, _config_option("vectors")] = None,
     vectors_vocab: Annotated[bool | None, _config_option("vectors_vocab", "--vectors-vocab/--no-vectors-vocab")] = None,
     vector_epochs: Annotated[int | None, _config_option("vector_epochs")] = None,
-    init_from: Annotated[str | None, _lm_option("init_from", "Go on training a language model that rnncli "
-                                                        "pretrain wrote, on these texts: its vocabulary, "
-                                                        "weights and output, which must have this run's "
-                                                        "cell and sizes (a general model tuned to the "
-                                                        "task's domain).")] = None,
     epochs: Annotated[int | None, _config_option("epochs")] = None,
     batch_size: Annotated[int | None, _config_option("batch_size")] = None,
     lr: Annotated[float | None, _config_option("lr")] = None,

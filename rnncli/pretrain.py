@@ -43,7 +43,7 @@ from rnncli.skipgram import learn_vectors
 from rnncli.texts import read_file
 from rnncli.tokenizer import UNK_ID, Encoded, add_words, encode, train_tokenizer
 from rnncli.train import Progress as TrainProgress
-from rnncli.train import Restart, check_architecture, epoch_lr, seed_everything, set_lr
+from rnncli.train import Restart, epoch_lr, seed_everything, set_lr
 from rnncli.vectors import Vectors, init_embedding, read_vectors, vector_words, vectors_note
 
 EVAL_BATCH = 256  # held-out texts per batch when the perplexity is measured
@@ -212,21 +212,14 @@ def pretrain(config: Config | None = None, progress: Progress | None = None, res
     else:
         folder = checkpoint.RunFolder(resumed.path, meta=resumed.meta, latest=False)
     seed_everything(config.train.seed)
-    fresh = resumed is None  # on --resume the weights come from the checkpoint
-    source = start_from(config) if fresh else None
     texts = lm_texts(config.data, config.train.seed)
-    if not fresh or source is not None:
-        tokenizer, added = (folder.tokenizer() if source is None else source.tokenizer), 0
-    else:
-        tokenizer, added = vocabulary(config, texts.train)
+    tokenizer, added = (folder.tokenizer(), 0) if resumed else vocabulary(config, texts.train)
     train_ids, val_ids, report = encode_texts(config, texts, tokenizer)
     model = LanguageModel(config.model, tokenizer.get_vocab_size()).to(device)
-    if source is not None:
-        model.load_state_dict(source.model.state_dict())
-        report.notes.append(started_note(config, source))
+    fresh = resumed is None  # on --resume the weights come from the checkpoint
     vectors = file_vectors(config, tokenizer, added, report) if fresh else None
     progress.report(report)
-    if fresh and source is None and vectors is None and config.pretrain.vector_epochs:
+    if fresh and vectors is None and config.pretrain.vector_epochs:
         vectors = skipgram_vectors(config, texts.train, tokenizer, progress, report)
     if vectors is not None:
         init_embedding(model.embedding, vectors)
@@ -265,36 +258,11 @@ def resolve_lm_run(config: Config | None, resume) -> tuple[Config, checkpoint.Re
     if config.model.hidden < MIN_HIDDEN:
         raise RnncliError(f"--hidden must be at least {MIN_HIDDEN} for pretrain (the adaptive softmax "
                           f"narrows it by 8), not {config.model.hidden}")
-    if config.model.init_from and config.model.vectors:
-        raise RnncliError("--init-from and --vectors both set the embedding: give one of them")
+    if config.model.init_from:
+        raise RnncliError("pretrain learns its own embedding and layers; --init-from is for rnncli train")
     if config.model.freeze_vectors:
         raise RnncliError("pretrain fine-tunes the embedding it starts from; --freeze-vectors is for rnncli train")
     return config, resumed
-
-
-def start_from(config: Config) -> checkpoint.Loaded | None:
-    """The language model named by `init_from`, which this run goes on training on its own texts
-    (ULMFiT's second stage: a general model tuned to the task's domain): its vocabulary, embedding,
-    layers and output, checked against this run's architecture."""
-    path = config.model.init_from
-    if not path:
-        return None
-    if checkpoint.read_meta(path).get("kind") != checkpoint.LANGUAGE_MODEL:
-        raise RnncliError(f"--init-from {path}: a classifier; pretrain goes on from a language model "
-                          "(one that rnncli pretrain wrote)")
-    source = checkpoint.load_lm(path)
-    check_architecture(source.config.model, config.model, path)
-    return source
-
-
-def started_note(config: Config, source: checkpoint.Loaded) -> str:
-    """What `--init-from` took from its folder."""
-    best = source.meta.get("best")
-    perplexity = best.get("perplexity") if isinstance(best, dict) else None
-    after = f", held-out perplexity {perplexity:.1f} there" if isinstance(perplexity, (int, float)) else ""
-    return (f"started from {config.model.init_from}: a language model pretrained on "
-            f"{source.meta['dataset']['name']}{after}; its vocabulary, embedding, layers and output "
-            "(no skip-gram stage)")
 
 
 def vocabulary(config: Config, texts: list[str]):

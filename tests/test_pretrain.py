@@ -97,36 +97,6 @@ def test_pretrain_then_train_from_it_then_predict(tmp_path, monkeypatch, reviews
     assert [a.label for a in answers] and all(a.label in ("neg", "pos") for a in answers)
 
 
-def test_a_language_model_goes_on_from_another_on_new_text(tmp_path, monkeypatch, reviews_txt, tiny_model):
-    """`pretrain --init-from LM`: the general model's vocabulary and weights, tuned on the task's
-    texts (ULMFiT's second stage); no skip-gram stage, and only a language model to start from."""
-    monkeypatch.chdir(tmp_path)
-    flags = {**TINY, "cell": "gru", "bidirectional": True, "vector_epochs": 0}
-    general = pretrain(resolve(None, {**flags, "epochs": 1, "dataset": str(reviews_txt), "out": "general"}))
-    Path("task.txt").write_text("".join(f"{line}\n" for line in reviews_txt.read_text().splitlines()[:200]))
-    still = pretrain(resolve(None, {**flags, "epochs": 1, "dataset": "task.txt", "out": "still", "lr": 1e-9,
-                                    "vector_epochs": 5, "init_from": "general"}))
-    assert checkpoint.load_lm("still").tokenizer.get_vocab() == checkpoint.load_lm("general").tokenizer.get_vocab()
-    for name, weight in general.model.state_dict().items():  # at a vanishing rate, still the general model
-        torch.testing.assert_close(still.model.state_dict()[name], weight, atol=1e-6, rtol=0)
-    assert any(n.startswith("started from general: a language model pretrained on") for n in still.report.notes)
-    assert not any(n.startswith("word vectors: skip-gram") for n in still.report.notes)
-    tuned = pretrain(resolve(None, {**flags, "epochs": 2, "dataset": "task.txt", "out": "tuned",
-                                    "init_from": "general"}))
-    assert tuned.history[-1].perplexity < still.history[0].perplexity  # it learns the new texts
-    assert json.loads(Path("tuned/config.json").read_text())["config"]["model"]["init_from"] == "general"
-
-    args = ["pretrain", "--dataset", "task.txt", "--embed", "11", "--vector-epochs", "0"]
-    cases = {
-        ("--hidden", "17", "--cell", "gru", "--bidirectional", "--init-from", "general"): "its hidden is 13",
-        ("--hidden", "13", "--init-from", str(tiny_model)): "a classifier; pretrain goes on from a language model",
-        ("--hidden", "13", "--init-from", "nowhere"): "nowhere: no model here",
-        ("--hidden", "13", "--init-from", "general", "--vectors", "v.vec"): "--init-from and --vectors",
-    }
-    for extra, message in cases.items():
-        assert message in one_line_error(runner.invoke(app, [*args, *extra])), extra
-
-
 def test_pretraining_starts_its_embedding_from_word_vectors(tmp_path, monkeypatch, reviews_txt):
     """The covered rows start as the file's vectors (and move with the language model); a word only
     the file knows joins the vocabulary, as it does for rnncli train."""
