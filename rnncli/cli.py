@@ -290,6 +290,7 @@ def train(
     patience: Annotated[int | None, _config_option("patience")] = None,
     restarts: Annotated[int | None, _config_option("restarts")] = None,
     label_smoothing: Annotated[float | None, _config_option("label_smoothing")] = None,
+    adversarial: Annotated[float | None, _config_option("adversarial")] = None,
     class_weights: Annotated[str | None, _config_option("class_weights")] = None,
     device: Annotated[str | None, _config_option("device")] = None,
     precision: Annotated[str | None, _config_option("precision")] = None,

@@ -79,10 +79,14 @@ class RNNClassifier(nn.Module):
         init_recurrent(self.rnn, config.weight_init)
         self.embedding.weight.requires_grad_(not config.freeze_vectors)
 
-    def encode(self, ids: torch.Tensor, lengths: torch.Tensor | None = None):
-        """Run the recurrent layers; returns `out` (seq, batch, hidden x dirs) and the final state."""
+    def encode(self, ids: torch.Tensor, lengths: torch.Tensor | None = None, perturb: torch.Tensor | None = None):
+        """Run the recurrent layers; returns `out` (seq, batch, hidden x dirs) and the final state.
+        `perturb` (seq, batch, embed) is added to the embedded words (adversarial training)."""
         ids = word_dropout(ids, self.config.word_dropout, self.training)  # (seq, batch)
-        x = locked_dropout(self.embedding(ids), self.config.dropout, self.training)  # (seq, batch, embed)
+        x = self.embedding(ids)  # (seq, batch, embed)
+        if perturb is not None:
+            x = x + perturb
+        x = locked_dropout(x, self.config.dropout, self.training)  # (seq, batch, embed)
         padded = lengths is not None and bool((lengths < ids.shape[0]).any())
         if self.directions == 2 and padded:
             # The backward direction would start on padding: pack so it starts on each text's last token.
@@ -125,9 +129,11 @@ class RNNClassifier(nn.Module):
             score = score.masked_fill(~valid, float("-inf"))
         return score.softmax(0)  # (seq, batch)
 
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """ids (seq, batch), lengths (batch,) or None when no text is padded -> logits (batch, classes)."""
-        out, _ = self.encode(ids, lengths)
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None,
+                perturb: torch.Tensor | None = None) -> torch.Tensor:
+        """ids (seq, batch), lengths (batch,) or None when no text is padded -> logits (batch, classes);
+        `perturb`: see `encode`."""
+        out, _ = self.encode(ids, lengths, perturb)
         pooled = dropout(self.pool(out, lengths), self.config.dropout, self.training)  # (batch, H x dirs)
         return self.head(pooled)  # (batch, classes)
 

@@ -48,7 +48,7 @@ def run_measured(args, cwd):
 @pytest.mark.parametrize("flag, value", [
     ("--lr", "nan"), ("--lr", "inf"), ("--lr", "-inf"), ("--weight-decay", "nan"), ("--lr-decay", "nan"),
     ("--val-fraction", "nan"), ("--dropout", "nan"), ("--clip", "nan"), ("--word-dropout", "inf"),
-    ("--label-smoothing", "nan"),
+    ("--label-smoothing", "nan"), ("--adversarial", "nan"), ("--adversarial", "inf"),
 ])
 def test_non_finite_floats_are_refused_by_name_with_their_range(tmp_path, flag, value):
     line = one_line_error(run(["train", flag, value], tmp_path))

@@ -1,5 +1,6 @@
 """train(config) -> Run: it learns, it repeats itself, and it leaves a complete model folder or none."""
 
+import contextlib
 import csv
 import json
 import time
@@ -268,3 +269,62 @@ def test_init_from_refuses_another_architecture_or_vectors_too(tmp_path, monkeyp
     with pytest.raises(RnncliError, match="no model here"):
         train(tiny(reviews_csv, out="d", init_from=str(tmp_path / "nowhere")))
     assert not any((tmp_path / name).exists() for name in "abcd")  # nothing half-written
+
+
+def test_the_adversarial_push_has_length_eps_per_text_along_the_gradient():
+    grad = torch.randn(7, 3, 11)  # (seq, batch, embed)
+    grad[:, 2] = 0.0  # a text whose loss does not depend on its words
+    push = train_module.adversarial_push(grad, 0.5)
+    assert push.shape == (7, 3, 11)
+    norms = push.pow(2).sum((0, 2)).sqrt()  # (batch,)
+    torch.testing.assert_close(norms[:2], torch.tensor([0.5, 0.5]))
+    cosine = torch.nn.functional.cosine_similarity(push[:, 0].flatten(), grad[:, 0].flatten(), dim=0)
+    assert cosine > 0.9999
+    assert torch.equal(push[:, 2], torch.zeros(7, 11))  # no direction: no push, and no NaN
+
+
+@pytest.mark.parametrize("cell, bidirectional", [("rnn", False), ("gru", True), ("lstm", False)])
+def test_the_push_raises_the_loss_of_each_cell(cell, bidirectional):
+    from rnncli.config import ModelConfig
+    from rnncli.model import RNNClassifier
+
+    torch.manual_seed(0)
+    model = RNNClassifier(ModelConfig(cell=cell, bidirectional=bidirectional, embed=11, hidden=13, dropout=0.0),
+                          37, 2)
+    ids, y = torch.randint(1, 37, (7, 3)), torch.tensor([0, 1, 1])  # (seq, batch), (batch,)
+    zero = torch.zeros(7, 3, 11, requires_grad=True)
+    loss = torch.nn.functional.cross_entropy(model(ids, None, zero), y)
+    grad, = torch.autograd.grad(loss, zero)
+    pushed = torch.nn.functional.cross_entropy(model(ids, None, train_module.adversarial_push(grad, 0.1)), y)
+    away = torch.nn.functional.cross_entropy(model(ids, None, train_module.adversarial_push(-grad, 0.1)), y)
+    assert away < loss < pushed
+
+
+def test_adversarial_training_steps_the_fused_and_the_plain_recurrence_alike(reviews_csv):
+    """The fused CPU recurrence is differentiated twice in an adversarial step (once for the push,
+    once for the update): its weights must come out as torch's own nn.GRU's do."""
+    config = tiny(reviews_csv, cell="gru", adversarial=0.3, dropout=0.0)
+    setup = train_module.Setup(train_module.ddp.Dist(), torch.device("cpu"), contextlib.nullcontext, None)
+    ids, y = torch.randint(1, 37, (7, 3)), torch.tensor([0, 1, 1])  # (seq, batch), (batch,)
+    weights = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        model = train_module.RNNClassifier(config.model, vocab_size=37, num_classes=2)
+        model.fused = fused
+        learner = train_module.Learner(model, config, corpus=None, setup=setup)  # no class weights: no corpus read
+        for _ in range(3):
+            learner.step(ids, None, y)
+        learner.gradients.close()
+        weights.append(model.state_dict())
+    for key in weights[0]:
+        torch.testing.assert_close(weights[0][key], weights[1][key], atol=1e-5, rtol=1e-4)
+
+
+def test_adversarial_training_reaches_the_step_and_the_folder(tmp_path, monkeypatch, reviews_csv):
+    monkeypatch.chdir(tmp_path)
+    plain = train(tiny(reviews_csv, out="plain", epochs=1))
+    pushed = train(tiny(reviews_csv, out="pushed", epochs=1, adversarial=1.0))
+    assert checkpoint.load("pushed").config.train.adversarial == 1.0
+    # the same batches and first weights: only the pushed copies' gradients tell the runs apart
+    assert pushed.history[0].train_loss != plain.history[0].train_loss
+    assert pushed.best_accuracy >= 0.5
