@@ -51,8 +51,10 @@ def test_place_comes_from_torchrun_variables(monkeypatch):
     assert device_spec("cpu", Dist(rank=1, world=2, local_rank=1)) == "cpu"
 
 
-def test_two_processes_train_one_model(tmp_path):
-    """Both processes end with equal weights; only the main one writes the folder and prints."""
+@pytest.mark.parametrize("adversarial", [0.0, 0.5])
+def test_two_processes_train_one_model(tmp_path, adversarial):
+    """Both processes end with equal weights; only the main one writes the folder and prints. An
+    adversarial step runs the model twice before its one backward pass, under DDP too."""
     script = tmp_path / "ddp_train.py"
     script.write_text(textwrap.dedent("""
         import hashlib, os, sys
@@ -60,14 +62,14 @@ def test_two_processes_train_one_model(tmp_path):
         from rnncli.train import train
 
         run = train(resolve(None, {"embed": 11, "hidden": 13, "layers": 2, "epochs": 2, "batch_size": 16,
-                                   "device": "cpu", "out": sys.argv[1]}))
+                                   "device": "cpu", "out": sys.argv[1], "adversarial": float(sys.argv[2])}))
         digest = hashlib.sha256()
         for name, tensor in sorted(run.model.state_dict().items()):
             digest.update(name.encode() + tensor.numpy().tobytes())
         with open(f"digest-{os.environ['RANK']}.txt", "w") as fh:
             fh.write(f"{digest.hexdigest()} {run.best_accuracy}")
     """))
-    p = run_torchrun([str(script), "model"], cwd=tmp_path)
+    p = run_torchrun([str(script), "model", str(adversarial)], cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     digests = [(tmp_path / f"digest-{r}.txt").read_text().split() for r in (0, 1)]
     assert digests[0] == digests[1]  # same weights, same reduced validation accuracy
