@@ -149,6 +149,8 @@ def train_seeds(name: str, config_file, extra: dict, seeds: list[int], folders: 
         trained[config_file, seed] = out
         results.append((next(e for e in run.history if e.epoch == run.best_epoch), len(run.history)))
     label = (config_file.name if config_file else "defaults") + (" + vectors" if config.model.vectors else "")
+    if config.train.adversarial:
+        label += f", adversarial {config.train.adversarial:g}"
     if source is not None:
         label += f" from the {source.removeprefix('lm:')} LM" if isinstance(source, str) else f" from {source.name}"
     accs = [best.accuracy for best, _ in results]

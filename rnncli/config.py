@@ -115,7 +115,7 @@ class TrainConfig:
                                 "others, instead of all on the true label.", min=0.0, max=0.99)
     adversarial: float = _option(0.0, "Adversarial training (Miyato et al. 2017): each step also trains on the batch "
                             "with its embedded words moved this far (L2 over each text) the way that raises "
-                            "the loss most; 0 turns it off. A step then costs about twice as much.",
+                            "the loss most; 0 turns it off. A step then costs about three times as much.",
                             min=0.0, max=1000.0)
     class_weights: str = _option("none", "`auto` weighs the loss by inverse class frequency.", choices=CLASS_WEIGHTS)
     device: str = _option("auto", "auto, cpu, cuda or cuda:N. Under torchrun, cuda means each process's "

@@ -340,7 +340,7 @@ class Learner:
         """The batch's loss, and what the step minimises: the loss itself or, with `--adversarial`,
         the loss plus the loss on the batch with its embedded words moved the way that raises it
         most (Miyato et al. 2017). A model that must keep its answer under that push learns
-        smoother boundaries than the labels alone give it; each step costs about twice as much."""
+        smoother boundaries than the labels alone give it; each step costs about three times as much."""
         eps, autocast, scaler = self.config.train.adversarial, self.setup.autocast, self.setup.scaler
         if eps == 0:
             with autocast():

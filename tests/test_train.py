@@ -292,11 +292,14 @@ def test_the_push_raises_the_loss_of_each_cell(cell, bidirectional):
     model = RNNClassifier(ModelConfig(cell=cell, bidirectional=bidirectional, embed=11, hidden=13, dropout=0.0),
                           37, 2)
     ids, y = torch.randint(1, 37, (7, 3)), torch.tensor([0, 1, 1])  # (seq, batch), (batch,)
+    lengths = torch.tensor([7, 5, 3])  # padded texts: a bidirectional model packs them
+    ids[5:, 1], ids[3:, 2] = 0, 0
     zero = torch.zeros(7, 3, 11, requires_grad=True)
-    loss = torch.nn.functional.cross_entropy(model(ids, None, zero), y)
+    loss = torch.nn.functional.cross_entropy(model(ids, lengths, zero), y)
     grad, = torch.autograd.grad(loss, zero)
-    pushed = torch.nn.functional.cross_entropy(model(ids, None, train_module.adversarial_push(grad, 0.1)), y)
-    away = torch.nn.functional.cross_entropy(model(ids, None, train_module.adversarial_push(-grad, 0.1)), y)
+    assert torch.equal(grad[5:, 1], torch.zeros(2, 11))  # padding plays no part
+    pushed = torch.nn.functional.cross_entropy(model(ids, lengths, train_module.adversarial_push(grad, 0.1)), y)
+    away = torch.nn.functional.cross_entropy(model(ids, lengths, train_module.adversarial_push(-grad, 0.1)), y)
     assert away < loss < pushed
 
 
