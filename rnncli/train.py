@@ -341,19 +341,22 @@ class Learner:
         the loss plus the loss on the batch with its embedded words moved the way that raises it
         most (Miyato et al. 2017). A model that must keep its answer under that push learns
         smoother boundaries than the labels alone give it; each step costs about three times as much."""
-        eps, autocast, scaler = self.config.train.adversarial, self.setup.autocast, self.setup.scaler
+        eps, scaler = self.config.train.adversarial, self.setup.scaler
         if eps == 0:
-            with autocast():
-                loss = self.loss_fn(self.step_model(ids, lengths).float(), y)  # logits (batch, classes) in fp32
+            loss = self.loss(ids, lengths, y)
             return loss, loss
         zero = torch.zeros(*ids.shape, self.model.config.embed, device=ids.device, requires_grad=True)
-        with autocast():
-            loss = self.loss_fn(self.step_model(ids, lengths, zero).float(), y)
+        loss = self.loss(ids, lengths, y, zero)
         scaled = loss if scaler is None else scaler.scale(loss)  # fp16 gradients underflow unscaled
         grad, = torch.autograd.grad(scaled, zero, retain_graph=True)  # (seq, batch, embed)
-        with autocast():
-            pushed = self.loss_fn(self.step_model(ids, lengths, adversarial_push(grad, eps)).float(), y)
-        return loss, loss + pushed
+        return loss, loss + self.loss(ids, lengths, y, adversarial_push(grad, eps))
+
+    def loss(self, ids: torch.Tensor, lengths: torch.Tensor | None, y: torch.Tensor,
+             perturb: torch.Tensor | None = None) -> torch.Tensor:
+        """The batch's loss, its embedded words moved by `perturb` (seq, batch, embed) if given."""
+        with self.setup.autocast():
+            logits = self.step_model(ids, lengths, perturb)  # (batch, classes)
+        return self.loss_fn(logits.float(), y)  # in fp32
 
 
 def adversarial_push(grad: torch.Tensor, eps: float) -> torch.Tensor:

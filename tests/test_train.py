@@ -14,8 +14,9 @@ from safetensors.torch import load_file
 
 from rnncli import checkpoint
 from rnncli import train as train_module
-from rnncli.config import resolve
+from rnncli.config import ModelConfig, resolve
 from rnncli.errors import RnncliError
+from rnncli.model import RNNClassifier
 from rnncli.train import Progress, train
 
 
@@ -285,9 +286,6 @@ def test_the_adversarial_push_has_length_eps_per_text_along_the_gradient():
 
 @pytest.mark.parametrize("cell, bidirectional", [("rnn", False), ("gru", True), ("lstm", False)])
 def test_the_push_raises_the_loss_of_each_cell(cell, bidirectional):
-    from rnncli.config import ModelConfig
-    from rnncli.model import RNNClassifier
-
     torch.manual_seed(0)
     model = RNNClassifier(ModelConfig(cell=cell, bidirectional=bidirectional, embed=11, hidden=13, dropout=0.0),
                           37, 2)
@@ -303,16 +301,16 @@ def test_the_push_raises_the_loss_of_each_cell(cell, bidirectional):
     assert away < loss < pushed
 
 
-def test_adversarial_training_steps_the_fused_and_the_plain_recurrence_alike(reviews_csv):
+def test_adversarial_training_steps_the_fused_and_the_plain_recurrence_alike():
     """The fused CPU recurrence is differentiated twice in an adversarial step (once for the push,
     once for the update): its weights must come out as torch's own nn.GRU's do."""
-    config = tiny(reviews_csv, cell="gru", adversarial=0.3, dropout=0.0)
+    config = resolve(None, {**TINY, "cell": "gru", "adversarial": 0.3, "dropout": 0.0})
     setup = train_module.Setup(train_module.ddp.Dist(), torch.device("cpu"), contextlib.nullcontext, None)
     ids, y = torch.randint(1, 37, (7, 3)), torch.tensor([0, 1, 1])  # (seq, batch), (batch,)
     weights = []
     for fused in (True, False):
         torch.manual_seed(0)
-        model = train_module.RNNClassifier(config.model, vocab_size=37, num_classes=2)
+        model = RNNClassifier(config.model, vocab_size=37, num_classes=2)
         model.fused = fused
         learner = train_module.Learner(model, config, corpus=None, setup=setup)  # no class weights: no corpus read
         for _ in range(3):
