@@ -321,10 +321,8 @@ class Learner:
         scaler = self.setup.scaler
         loss, total = self.losses(ids, lengths, y)
         self.gradients.zero(ids)
-        if scaler is None:
-            total.backward()
-        else:
-            scaler.scale(total).backward()
+        self.scaled(total).backward()
+        if scaler is not None:
             scaler.unscale_(self.optimizer)  # clip the true gradients
         if self.config.train.clip > 0:
             self.gradients.clip(self.config.train.clip)
@@ -341,15 +339,18 @@ class Learner:
         the loss plus the loss on the batch with its embedded words moved the way that raises it
         most (Miyato et al. 2017). A model that must keep its answer under that push learns
         smoother boundaries than the labels alone give it; each step costs about three times as much."""
-        eps, scaler = self.config.train.adversarial, self.setup.scaler
+        eps = self.config.train.adversarial
         if eps == 0:
             loss = self.loss(ids, lengths, y)
             return loss, loss
         zero = torch.zeros(*ids.shape, self.model.config.embed, device=ids.device, requires_grad=True)
         loss = self.loss(ids, lengths, y, zero)
-        scaled = loss if scaler is None else scaler.scale(loss)  # fp16 gradients underflow unscaled
-        grad, = torch.autograd.grad(scaled, zero, retain_graph=True)  # (seq, batch, embed)
+        grad, = torch.autograd.grad(self.scaled(loss), zero, retain_graph=True)  # (seq, batch, embed)
         return loss, loss + self.loss(ids, lengths, y, adversarial_push(grad, eps))
+
+    def scaled(self, loss: torch.Tensor) -> torch.Tensor:
+        """The loss as gradients are taken from it: fp16 gradients underflow unless GradScaler scales it."""
+        return loss if self.setup.scaler is None else self.setup.scaler.scale(loss)
 
     def loss(self, ids: torch.Tensor, lengths: torch.Tensor | None, y: torch.Tensor,
              perturb: torch.Tensor | None = None) -> torch.Tensor:
