@@ -8,8 +8,8 @@ For each data set it writes the exact splits rnncli trains on (IMDB: validation 
 seeded, as `rnncli train` does) to a temporary folder, trains each config listed below on it, and
 runs `../shared/bench/peers.py` (fastText, TF-IDF + logistic regression) on the same files.
 `--quick` caps every config at 2 epochs and 400 tokens a text, and IMDB at 5,000 reviews.
-`--write-docs` also writes the table into its section of docs/results.md (a `--quick` table into
-a section of its own). `--seeds` trains each config once per seed and gives the mean (the language
+`--write-docs` also writes the table into its section of docs/results.md (a `--quick`, `--seeds` or
+`--only` table into a section of its own). `--seeds` trains each config once per seed and gives the mean (the language
 models are pretrained once); `--only` trains the configs it names and those they start from.
 Configs that need word vectors get bench/vectors.py's file, built on first use (about 4.5 minutes)
 and kept in bench/vectors/.
@@ -160,8 +160,15 @@ def train_seeds(name: str, config_file, extra: dict, seeds: list[int], folders: 
             ", ".join(f"{a:.4f}" for a in accs) if len(seeds) > 1 else "")
 
 
-def render(table: list, quick: bool, seeds: list[int]) -> tuple[str, str]:
-    """The section name and its text: one row per config and peer, sorted by data set."""
+def section_name(quick: bool, seeds: list[int], only: str) -> str:
+    """The docs section a run writes: the full single-seed table has its own, and so does each
+    `--quick`, `--seeds` or `--only` variant, so that a partial run never replaces the full table."""
+    return "bench/accuracy.py" + (" --quick" if quick else "") + (
+        f" --seeds {','.join(map(str, seeds))}" if len(seeds) > 1 else "") + (f" --only {only}" if only else "")
+
+
+def render(table: list, quick: bool, seeds: list[int]) -> str:
+    """The table: one row per config and peer, sorted by data set."""
     header = ("data", "config", "cell", "act/init/pool", "best/epochs", "train s", "val acc", "macro-F1")
     if len(seeds) > 1:
         header = header[:6] + ("val acc, mean", "macro-F1, mean", "val acc per seed")
@@ -174,7 +181,7 @@ def render(table: list, quick: bool, seeds: list[int]) -> tuple[str, str]:
         cells = [name, cfg, cell, how, epochs, f"{secs:.1f}", "" if math.isnan(acc) else f"{acc:.4f}",
                  "" if math.isnan(f1) else f"{f1:.4f}"] + ([per_seed] if len(seeds) > 1 else [])
         lines.append("| " + " | ".join(cells) + " |")
-    return section, "\n".join(lines)
+    return "\n".join(lines)
 
 
 def seed_list(text: str) -> list[int]:
@@ -224,10 +231,10 @@ def main() -> None:
             for peer, seconds, acc in peers(a.peers, folders[name]):
                 table.append((name, "peer: " + peer, "", "", "", seconds, acc, float("nan"), ""))
 
-    section, text = render(table, a.quick, seeds)
+    text = render(table, a.quick, seeds)
     print(text)
     if a.write_docs:
-        docs.write_section(section, text)
+        docs.write_section(section_name(a.quick, seeds, a.only), text)
 
 
 if __name__ == "__main__":
