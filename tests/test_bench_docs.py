@@ -77,3 +77,15 @@ def test_the_results_file_holds_every_bench_section_once():
         start, end = docs.markers(f"bench/{script}.py")
         assert text.count(start + "\n") == 1 and text.count(end + "\n") == 1
         assert text.index(start) < text.index(end)
+
+
+def test_a_partial_accuracy_run_writes_beside_the_full_table(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))  # accuracy.py imports docs.py beside it
+    spec = importlib.util.spec_from_file_location("bench_accuracy", ROOT / "bench" / "accuracy.py")
+    accuracy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(accuracy)
+    assert accuracy.section_name(quick=False, seeds=[0], only="") == "bench/accuracy.py"
+    partial = accuracy.section_name(quick=False, seeds=[0, 1, 2], only="sst2-lm")
+    assert partial == "bench/accuracy.py --seeds 0,1,2 --only sst2-lm"
+    updated = docs.replace_section(DOC, partial, "three seeds\n")
+    assert "other section\n" in updated and "three seeds\n" in updated
