@@ -160,9 +160,11 @@ def train_seeds(name: str, config_file, extra: dict, seeds: list[int], folders: 
             ", ".join(f"{a:.4f}" for a in accs) if len(seeds) > 1 else "")
 
 
-def section_name(quick: bool, seeds: list[int], only: str) -> str:
+def section_name(quick: bool, seeds: list[int], runs: list[tuple]) -> str:
     """The docs section a run writes: the full single-seed table has its own, and so does each
-    `--quick`, `--seeds` or `--only` variant, so that a partial run never replaces the full table."""
+    `--quick`, `--seeds` or `--only` variant, so that a partial run never replaces the full table.
+    A partial run is named by the configs it trained (`selected`'s), however `--only` spelled them."""
+    only = "" if runs == RUNS else ",".join(c.stem for _, c, _ in runs if c is not None)
     return "bench/accuracy.py" + (" --quick" if quick else "") + (
         f" --seeds {','.join(map(str, seeds))}" if len(seeds) > 1 else "") + (f" --only {only}" if only else "")
 
@@ -234,7 +236,7 @@ def main() -> None:
     text = render(table, a.quick, seeds)
     print(text)
     if a.write_docs:
-        docs.write_section(section_name(a.quick, seeds, a.only), text)
+        docs.write_section(section_name(a.quick, seeds, runs), text)
 
 
 if __name__ == "__main__":

@@ -84,8 +84,8 @@ def test_a_partial_accuracy_run_writes_beside_the_full_table(monkeypatch):
     spec = importlib.util.spec_from_file_location("bench_accuracy", ROOT / "bench" / "accuracy.py")
     accuracy = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(accuracy)
-    assert accuracy.section_name(quick=False, seeds=[0], only="") == "bench/accuracy.py"
-    partial = accuracy.section_name(quick=False, seeds=[0, 1, 2], only="sst2-lm")
+    assert accuracy.section_name(quick=False, seeds=[0], runs=accuracy.RUNS) == "bench/accuracy.py"
+    partial = accuracy.section_name(quick=False, seeds=[0, 1, 2], runs=accuracy.selected(" sst2-lm.toml"))
     assert partial == "bench/accuracy.py --seeds 0,1,2 --only sst2-lm"
     updated = docs.replace_section(DOC, partial, "three seeds\n")
     assert "other section\n" in updated and "three seeds\n" in updated
