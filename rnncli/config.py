@@ -2,7 +2,8 @@
 [pretrain] (read by `rnncli pretrain` only).
 
 Every field name is also its TOML key and, with dashes, its CLI flag (`batch_size` <-> `--batch-size`).
-Defaults live here and nowhere else. Precedence: defaults < `--config FILE.toml` < CLI flags.
+Defaults live here and nowhere else. Precedence: defaults < `--config FILE.toml` < CLI flags; with
+`init_from`, the source model's cell and sizes (ARCHITECTURE) stand in for the defaults.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ CLASS_WEIGHTS = ("none", "auto")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
+ARCHITECTURE = ("cell", "nonlinearity", "layers", "embed", "hidden", "bidirectional")  # what --init-from shares
 SEED_LIMIT = 2**32  # numpy's seeds are 0 <= seed < 2**32
 
 
@@ -85,9 +87,10 @@ class ModelConfig:
                              "they are not <unk> at validation and prediction.")
     freeze_vectors: bool = _option(False, "Keep the embedding fixed during training (needs --vectors); "
                               "otherwise the vectors are fine-tuned.")
-    init_from: str = _option("", "Start from a trained model folder (transfer, e.g. SST-2 to SST-5): its vocabulary, "
-                        "embedding and recurrent layers, which must have this run's cell and sizes; the head "
-                        "starts anew for this data's labels.")
+    init_from: str = _option("", "Start from a trained model folder (transfer, e.g. SST-2 to SST-5) or a language "
+                        "model (rnncli pretrain): its vocabulary, embedding and recurrent layers. Its cell and "
+                        "sizes are the run's unless the config or flags set them (then they must match); the "
+                        "head starts anew for this data's labels.")
 
     @property
     def explainable(self) -> bool:
@@ -229,6 +232,8 @@ def _check(value: Any, f: dataclasses.Field, where: str) -> None:
 def from_dict(raw: dict[str, Any], where: str = "config", base: Config | None = None) -> Config:
     """Sections of raw values laid over `base` (defaults when None); unknown keys are errors."""
     config = base or Config()
+    if not isinstance(raw, dict):
+        raise RnncliError(f"{where}: must be a table of sections, not {type(raw).__name__}")
     for section, values in raw.items():
         if section not in _SECTION_TYPES:
             raise RnncliError(f"{where}: unknown section [{section}] (known: {', '.join(_SECTION_TYPES)})")
@@ -261,12 +266,31 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 
 
 def resolve(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Defaults, then the TOML file, then flat `overrides` from the command line (None means unset)."""
-    config = Config()
-    if config_file is not None:
-        config = from_dict(load_toml(config_file), where=str(config_file), base=config)
+    """Defaults, then the TOML file, then flat `overrides` from the command line (None means unset).
+    With `init_from`, the source model's architecture stands in for the defaults: what the file and
+    the flags leave unset comes from the model the run starts from (once that folder exists: a
+    config may name the folder another run will write, and training refuses a missing one)."""
+    raw = load_toml(config_file) if config_file is not None else {}
+    flags = _flags_by_section(overrides or {})
+    config = from_dict(flags, where=COMMAND_LINE, base=from_dict(raw, where=str(config_file)))
+    if config.model.init_from and Path(config.model.init_from).exists():
+        base = from_dict(raw, where=str(config_file), base=source_architecture(config.model.init_from))
+        config = from_dict(flags, where=COMMAND_LINE, base=base)
+    return config
+
+
+def source_architecture(folder: str) -> Config:
+    """Defaults with the ARCHITECTURE fields of the model folder `folder` (classifier or language model)."""
+    from rnncli.checkpoint import CONFIG, read_meta
+
+    model = from_dict(read_meta(folder)["config"], where=str(Path(folder) / CONFIG)).model
+    return Config(model=ModelConfig(**{key: getattr(model, key) for key in ARCHITECTURE}))
+
+
+def _flags_by_section(overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Flat {name: value} from the command line as {section: {name: value}}, unset (None) left out."""
     by_section: dict[str, dict[str, Any]] = {}
-    for name, value in (overrides or {}).items():
+    for name, value in overrides.items():
         if value is None:
             continue
         section = next((s for s, cls in _SECTION_TYPES.items()
@@ -274,4 +298,4 @@ def resolve(config_file: str | Path | None = None, overrides: dict[str, Any] | N
         if section is None:
             raise RnncliError(f"{COMMAND_LINE}: unknown option `{name}`")
         by_section.setdefault(section, {})[name] = value
-    return from_dict(by_section, where=COMMAND_LINE, base=config)
+    return by_section

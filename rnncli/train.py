@@ -24,7 +24,7 @@ from torch.distributed.algorithms.join import Join
 from rnncli import checkpoint
 from rnncli import distributed as ddp
 from rnncli.batching import SplitBatches, StreamBatches
-from rnncli.config import Config, ModelConfig
+from rnncli.config import ARCHITECTURE, Config, ModelConfig
 from rnncli.data import DataReport, data_report, load_corpus
 from rnncli.device import resolve_device
 from rnncli.errors import Interrupted, RnncliError
@@ -193,13 +193,18 @@ def start_from(config: Config) -> checkpoint.Loaded | None:
 
 def check_architecture(theirs: ModelConfig, ours: ModelConfig, path) -> None:
     """The source's layers fit this run only with the same cell and sizes (and, for rnn, activation)."""
-    keys = ["cell", "layers", "embed", "hidden", "bidirectional"] + (["nonlinearity"] if ours.cell == "rnn" else [])
-    for key in keys:
-        value = getattr(theirs, key)
-        if value != getattr(ours, key):
-            flag = (f"--{'' if value else 'no-'}{key}" if isinstance(value, bool) else f"--{key} {value}")
-            raise RnncliError(f"--init-from {path}: its {key} is {value}, this run's {getattr(ours, key)}; "
-                              f"they must match (pass {flag})")
+    keys = [key for key in ARCHITECTURE if key != "nonlinearity" or ours.cell == "rnn"]
+    differ = [key for key in keys if getattr(theirs, key) != getattr(ours, key)]
+    if differ:
+        said = "; ".join(f"its {key} is {getattr(theirs, key)}, this run's {getattr(ours, key)}" for key in differ)
+        flags = " ".join(_flag(key, getattr(theirs, key)) for key in differ)
+        raise RnncliError(f"--init-from {path}: {said}; they must match (pass {flags}, or leave them unset "
+                          "to take the source's)")
+
+
+def _flag(key: str, value) -> str:
+    name = key.replace("_", "-")
+    return f"--{'' if value else 'no-'}{name}" if isinstance(value, bool) else f"--{name} {value}"
 
 
 def mixed_precision(precision: str, device):

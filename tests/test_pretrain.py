@@ -182,6 +182,22 @@ def test_a_language_model_is_refused_where_a_classifier_is_needed(tmp_path, monk
     assert "hidden is 13" in line
 
 
+def test_a_classifier_takes_the_language_models_architecture(tmp_path, monkeypatch, reviews_csv, reviews_txt):
+    """`train --init-from LM` needs no architecture flags; flags that disagree are all named in one line."""
+    monkeypatch.chdir(tmp_path)
+    pretrain(resolve(None, {**TINY, "cell": "gru", "layers": 2, "bidirectional": True, "epochs": 1,
+                            "vector_epochs": 0, "dataset": str(reviews_txt), "out": "lm"}))
+    line = one_line_error(runner.invoke(app, ["train", "--dataset", str(reviews_csv), "--init-from", "lm",
+                                              "--cell", "lstm", "--hidden", "17"]))
+    assert line == ("rnncli: error: --init-from lm: its cell is gru, this run's lstm; its hidden is 13, this run's "
+                    "17; they must match (pass --cell gru --hidden 13, or leave them unset to take the source's)")
+    result = runner.invoke(app, ["train", "--dataset", str(reviews_csv), "--init-from", "lm", "--epochs", "1",
+                                 "--batch-size", "16", "--device", "cpu", "--out", "clf"])
+    assert result.exit_code == 0, result.output
+    model = checkpoint.load("clf").config.model
+    assert (model.cell, model.layers, model.embed, model.hidden, model.bidirectional) == ("gru", 2, 11, 13, True)
+
+
 def test_bad_pretraining_input_is_one_line(tmp_path, monkeypatch, reviews_txt):
     monkeypatch.chdir(tmp_path)
     Path("empty.txt").write_text("\n \n")

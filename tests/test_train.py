@@ -272,6 +272,21 @@ def test_init_from_refuses_another_architecture_or_vectors_too(tmp_path, monkeyp
     assert not any((tmp_path / name).exists() for name in "abcd")  # nothing half-written
 
 
+def test_init_from_takes_the_sizes_the_config_and_flags_leave_unset(tmp_path, monkeypatch, reviews_csv, tiny_model):
+    """The source's cell and sizes stand in for the defaults; what a TOML file or a flag sets wins and is checked."""
+    monkeypatch.chdir(tmp_path)
+    model = resolve(None, {"init_from": str(tiny_model), "pool": "max"}).model
+    assert (model.cell, model.embed, model.hidden, model.bidirectional, model.pool) == ("rnn", 11, 13, False, "max")
+    Path("wide.toml").write_text("[model]\nhidden = 17\n")
+    assert resolve("wide.toml", {"init_from": str(tiny_model), "embed": 19}).model.hidden == 17
+    with pytest.raises(RnncliError, match=r"its embed is 11, this run's 19; its hidden is 13, this run's 17; "
+                                          r"they must match \(pass --embed 11 --hidden 13,"):
+        train(resolve("wide.toml", {"dataset": str(reviews_csv), "init_from": str(tiny_model), "embed": 19}))
+    run = train(resolve(None, {"dataset": str(reviews_csv), "init_from": str(tiny_model), "epochs": 1,
+                               "device": "cpu", "out": "moved"}))
+    assert checkpoint.load(run.out).config.model.hidden == 13  # saved beside the model as it trained
+
+
 def test_the_adversarial_push_has_length_eps_per_text_along_the_gradient():
     grad = torch.randn(7, 3, 11)  # (seq, batch, embed)
     grad[:, 2] = 0.0  # a text whose loss does not depend on its words
