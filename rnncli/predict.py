@@ -14,7 +14,7 @@ import numpy as np
 
 from rnncli.checkpoint import Loaded, open_model
 from rnncli.errors import RnncliError
-from rnncli.tokenizer import UNK_ID, Encoded
+from rnncli.tokenizer import UNK_ID, Encoded, read_limit
 
 # A text's probabilities do not depend on the texts that share its batch or on its place there,
 # beyond float rounding: matrix kernels (oneDNN, MKL, cuBLAS) may add in another order for another
@@ -230,7 +230,7 @@ class Classifier:
         prediction = self.predict([text])[0]
         if prediction.empty:
             raise RnncliError("nothing to explain: the text is empty")
-        encoding = self.tokenizer.encode(text, add_special_tokens=False)
+        encoding = self.tokenizer.encode(text[: read_limit(self.max_length)], add_special_tokens=False)
         tokens = encoding.tokens[: self.max_length]
         ids = torch.tensor(encoding.ids[: self.max_length], device=self.device)[:, None]  # (seq, 1)
         from rnncli.shapes import of_text

@@ -177,7 +177,7 @@ class Encoded:
     ids: np.ndarray  # (total tokens,) int64
     starts: np.ndarray  # (texts,) int64
     lengths: np.ndarray  # (texts,) int64, >= 1
-    full_lengths: np.ndarray  # (texts,) int64, before truncation (0 for an empty text)
+    full_lengths: np.ndarray  # (texts,) int64, before truncation (0 for an empty text; see `read_limit`)
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -190,22 +190,39 @@ class Encoded:
         return Encoded(self.ids, self.starts[rows], self.lengths[rows], self.full_lengths[rows])
 
 
+CHARS_PER_TOKEN = 256  # characters read per kept token: far more than any real text's words need
+
+
+def read_limit(max_length: int) -> int:
+    """How many characters of a text are read when `max_length` tokens are kept.
+
+    Enough for max_length words of 256 characters, so real text loses nothing; a line of 100 MB (or
+    one 100-MB word) is read from its head instead of costing minutes and gigabytes of token lists.
+    A text read only in part counts as truncated."""
+    return max(65_536, CHARS_PER_TOKEN * (max_length + 1))
+
+
 def encode(tok, texts: list[str], max_length: int) -> Encoded:
     """Encode texts, keeping the first `max_length` tokens; an empty text becomes one <unk>.
 
     Texts go a chunk at a time: `tokenizers`' Encoding objects cost about 100 bytes a token, which
     for all of IMDB at once would be most of the training run's memory.
     """
-    full_parts, id_parts = [], []
+    read_parts, cut_parts, id_parts = [], [], []
+    limit = read_limit(max_length)
     for chunk in range(0, len(texts), CHUNK):
-        id_lists = encode_ids(tok, texts[chunk: chunk + CHUNK])
-        full_parts.append(np.fromiter(map(len, id_lists), dtype=np.int64, count=len(id_lists)))
+        part = texts[chunk: chunk + CHUNK]
+        id_lists = encode_ids(tok, [text[:limit] for text in part])
+        read_parts.append(np.fromiter(map(len, id_lists), dtype=np.int64, count=len(id_lists)))
+        cut_parts.append(np.fromiter((len(text) > limit for text in part), dtype=bool, count=len(part)))
         kept = (ids[:max_length] or [UNK_ID] for ids in id_lists)
         id_parts.append(np.fromiter(itertools.chain.from_iterable(kept), dtype=np.int64))
         del id_lists
-    full = np.concatenate(full_parts) if full_parts else np.zeros(0, dtype=np.int64)
-    lengths = np.clip(full, 1, max_length)
+    read, cut = ((np.concatenate(p) if p else np.zeros(0, dtype=d)) for p, d in ((read_parts, np.int64),
+                                                                                 (cut_parts, bool)))
+    lengths = np.clip(read, 1, max_length)
     starts = np.zeros(len(texts), dtype=np.int64)
     np.cumsum(lengths[:-1], out=starts[1:])
     ids = np.concatenate(id_parts) if id_parts else np.zeros(0, dtype=np.int64)
+    full = np.where(cut, np.maximum(read, max_length + 1), read)  # a text read in part counts as truncated
     return Encoded(ids=ids, starts=starts, lengths=lengths, full_lengths=full)

@@ -21,6 +21,7 @@ from rnncli.tokenizer import (
     encode,
     encode_ids,
     load_tokenizer,
+    read_limit,
     train_tokenizer,
 )
 from rnncli.train import train
@@ -84,6 +85,25 @@ def test_encode_truncates_and_reports_full_lengths():
     assert enc.text(2).tolist() == [UNK_ID]  # an empty text is one <unk> with full length 0
     assert enc.text(3).tolist() == [UNK_ID]  # an unknown word is <unk> with full length 1
     assert len(encode(tok, [], max_length=7)) == 0
+
+
+def test_a_huge_text_is_read_from_its_head_and_counts_as_truncated(monkeypatch):
+    """A 100-MB line costs what its head costs; the tokens kept are those of the whole text."""
+    import rnncli.tokenizer
+
+    tok = train_tokenizer(["good fun film", "bad dull film"])
+    longest = []
+    real = rnncli.tokenizer.encode_ids
+    monkeypatch.setattr(rnncli.tokenizer, "encode_ids", lambda t, texts: longest.append(max(map(len, texts))) or
+                        real(t, texts))
+    word = "é" * (4 * read_limit(7))  # one word longer than all that is read of a text
+    enc = encode(tok, ["good fun " * 4 + word, word + " good", "bad film"], max_length=7)
+    assert max(longest) == read_limit(7) == 65_536
+    assert [tok.id_to_token(i) for i in enc.text(0).tolist()] == ["good", "fun"] * 3 + ["good"]
+    assert enc.text(1).tolist() == [UNK_ID]
+    assert enc.lengths.tolist() == [7, 1, 2]
+    assert enc.full_lengths.tolist() == [9, 8, 2]  # a text read in part counts as truncated
+    assert read_limit(1000) == 256 * 1001  # long enough for a thousand words of 256 characters
 
 
 def test_saved_tokenizer_encodes_the_same(tmp_path):
