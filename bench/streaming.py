@@ -2,7 +2,7 @@
 """Peak memory of training with and without --streaming, and as a streamed corpus grows tenfold.
 
     pip install -e ".[bench]" && python bench/streaming.py [--data ../shared/data] [--rows 1000000 10000000]
-                                                           [--write-docs]
+                                                           [--pretrain] [--write-docs]
 
 1. IMDB (`--max-length 256`, the speed benchmark's 2x128 rnn, one epoch), in memory and streamed
    (the default 100,000-row vocabulary sample holds all of IMDB; a smaller one shows the buffer's effect).
@@ -10,7 +10,9 @@
    2,000-word vocabulary, labelled by the sentiment words they hold), trained for one epoch with a
    small model, streamed at every size and in memory at the smallest. Streamed, peak RSS should
    stay flat (within 20%) from the smallest to the largest corpus.
-Each training runs in its own process; its peak RSS is the kernel's ru_maxrss for that process.
+With `--pretrain`, the same for `rnncli pretrain` (a 1x32 GRU language model, labels unused, no
+skip-gram stage): IMDB in memory and streamed from a 5,000-text sample, then the synthetic corpora.
+Each run is its own process; its peak RSS is the kernel's ru_maxrss for that process.
 `--write-docs` also writes the table into its section of docs/results.md.
 """
 
@@ -37,6 +39,10 @@ IMDB_MODES = [("in memory", []), ("streaming", ["--streaming"]),
               ("streaming, 15,000-row sample, 5,000-row buffer",
                ["--streaming", "--vocab-sample", "15000", "--stream-buffer", "5000"])]
 SMALL_MODEL = ["--layers", "1", "--hidden", "32", "--embed", "32", "--batch-size", "256", "--max-length", "32"]
+LM_MODEL = ["--cell", "gru", "--hidden", "32", "--embed", "32", "--batch-size", "256", "--vector-epochs", "0"]
+IMDB_LM_MODES = [("in memory", ["--max-length", "256"]),
+                 ("streaming, 5,000-text sample, 5,000-text buffer",
+                  ["--max-length", "256", "--streaming", "--vocab-sample", "5000", "--stream-buffer", "5000"])]
 
 
 def synthetic(folder: Path, rows: int, seed: int = 0) -> Path:
@@ -76,21 +82,39 @@ def synthetic(folder: Path, rows: int, seed: int = 0) -> Path:
     return folder
 
 
-def train(args: list[str], out: Path) -> dict:
-    """One `rnncli train` in a child process: its wall time, peak RSS and validation accuracy."""
+def train(args: list[str], out: Path, command: str = "train") -> dict:
+    """One `rnncli train` (or `pretrain`) in a child process: its wall time, peak RSS and validation
+    accuracy (held-out perplexity)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "rnncli", "train", *args, "--epochs", "1", "--device", "cpu",
+    proc = subprocess.Popen([sys.executable, "-m", "rnncli", command, *args, "--epochs", "1", "--device", "cpu",
                              "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     log = proc.stdout.read().decode(errors="replace")
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
     if status != 0:
-        sys.exit(f"rnncli train {' '.join(args)} failed:\n{log[-2000:]}")
+        sys.exit(f"rnncli {command} {' '.join(args)} failed:\n{log[-2000:]}")
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     val = [r for r in records if r["split"] == "validation"][-1]
-    return {"seconds": seconds, "rss_mb": usage.ru_maxrss / 1024, "accuracy": val["accuracy"],
+    score = f"perplexity {val['perplexity']:.1f}" if command == "pretrain" else f"{val['accuracy']:.2%}"
+    return {"seconds": seconds, "rss_mb": usage.ru_maxrss / 1024, "score": score,
             "tokens_per_second": val["tokens_per_second"]}
+
+
+def imdb_runs(imdb: Path, tmp: Path, pretrain: bool) -> list:
+    """IMDB's rows: (what, corpus, mode, result)."""
+    rows = []
+    modes = IMDB_LM_MODES if pretrain else IMDB_MODES
+    what = "IMDB, 1x32 gru language model" if pretrain else "IMDB, 2x128 rnn"
+    for i, (mode, extra) in enumerate(modes):
+        args = ["--dataset", str(imdb), *(LM_MODEL if pretrain else IMDB_MODEL), *extra]
+        rows.append((what, "25,000 reviews", mode, train(args, tmp / f"imdb-{i}", _command(pretrain))))
+        print(f"done: IMDB {mode}", file=sys.stderr)
+    return rows
+
+
+def _command(pretrain: bool) -> str:
+    return "pretrain" if pretrain else "train"
 
 
 def main() -> None:
@@ -98,6 +122,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--rows", type=int, nargs="*", default=[1_000_000, 10_000_000],
                     help="synthetic corpus sizes; none: IMDB only")
+    ap.add_argument("--pretrain", action="store_true", help="measure rnncli pretrain instead of train")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "rnncli-bench-streaming",
                     help="where the synthetic corpora are written (kept for the next run)")
     docs.add_option(ap)
@@ -105,35 +130,39 @@ def main() -> None:
     rows = []  # what, corpus, mode, result
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        imdb = args.data / "imdb"
-        if imdb.is_dir():
-            for i, (mode, extra) in enumerate(IMDB_MODES):
-                r = train(["--dataset", str(imdb), *IMDB_MODEL, *extra], tmp / f"imdb-{i}")
-                rows.append(("IMDB, 2x128 rnn", "25,000 reviews", mode, r))
-                print(f"done: IMDB {mode}", file=sys.stderr)
+        if (args.data / "imdb").is_dir():
+            rows += imdb_runs(args.data / "imdb", tmp, args.pretrain)
+        model, what = (LM_MODEL, "synthetic, 1x32 gru language model") if args.pretrain else \
+            (SMALL_MODEL, "synthetic, 1x32 rnn")
         for i, n in enumerate(sorted(args.rows)):
             start = time.perf_counter()
             folder = synthetic(args.cache, n)
             print(f"corpus of {n:,} rows ready in {time.perf_counter() - start:.0f}s", file=sys.stderr)
             modes = [("streaming", ["--streaming"])] + ([("in memory", [])] if i == 0 else [])
             for mode, extra in modes:
-                r = train(["--dataset", str(folder), *SMALL_MODEL, *extra], tmp / f"syn-{n}-{len(extra)}")
-                rows.append(("synthetic, 1x32 rnn", f"{n:,} rows", mode, r))
+                r = train(["--dataset", str(folder), *model, *extra], tmp / f"syn-{n}-{len(extra)}",
+                          _command(args.pretrain))
+                rows.append((what, f"{n:,} rows", mode, r))
                 print(f"done: synthetic {n:,} {mode}", file=sys.stderr)
+    lines = table(rows, "held-out" if args.pretrain else "val acc")
+    print("\n" + "\n".join(lines))
+    if args.write_docs:
+        docs.write_section("bench/streaming.py" + (" --pretrain" if args.pretrain else ""), "\n".join(lines))
 
-    lines = ["| data | corpus | mode | peak RSS | seconds | tokens/s | val acc |",
+
+def table(rows: list, score: str) -> list[str]:
+    """The rows as a markdown table, and whether the streamed peak stayed flat as the corpus grew."""
+    lines = [f"| data | corpus | mode | peak RSS | seconds | tokens/s | {score} |",
              "|---|---|---|---|---|---|---|"]
     for what, corpus, mode, r in rows:
         lines.append(f"| {what} | {corpus} | {mode} | {r['rss_mb']:,.0f} MB | {r['seconds']:.0f} | "
-                     f"{r['tokens_per_second']:,.0f} | {r['accuracy']:.2%} |")
+                     f"{r['tokens_per_second']:,.0f} | {r['score']} |")
     streamed = [r["rss_mb"] for what, _, mode, r in rows if what.startswith("synthetic") and mode == "streaming"]
     if len(streamed) > 1:
         growth = streamed[-1] / streamed[0] - 1
         verdict = "flat" if abs(growth) <= 0.20 else "NOT flat"
         lines += ["", f"streamed peak RSS from the smallest to the largest corpus: {growth:+.1%} ({verdict}; limit 20%)"]
-    print("\n" + "\n".join(lines))
-    if args.write_docs:
-        docs.write_section("bench/streaming.py", "\n".join(lines))
+    return lines
 
 
 if __name__ == "__main__":

@@ -373,11 +373,11 @@ def _print_run(run) -> None:
                   f"[bold]{run.out}[/bold]")
 
 
-def _lm_option(name: str, text: str):
+def _lm_option(name: str, text: str, *flags: str):
     """A pretrain option that means something of its own there, with the config's default."""
     from rnncli.config import field_info
 
-    return typer.Option(help=_help(text, field_info(name).default), show_default=False)
+    return typer.Option(*flags, help=_help(text, field_info(name).default), show_default=False)
 
 
 class LMProgress(RichProgress):
@@ -434,6 +434,15 @@ def pretrain(
     max_length: Annotated[int | None, _config_option("max_length")] = None,
     min_freq: Annotated[int | None, _config_option("min_freq")] = None,
     max_vocab: Annotated[int | None, _config_option("max_vocab")] = None,
+    streaming: Annotated[bool | None, _lm_option("streaming", "Read the texts a buffer at a time, for corpora "
+                                                      "larger than memory: the first --vocab-sample texts give the "
+                                                      "vocabulary and word vectors; a seeded hash of each text "
+                                                      "holds out --val-fraction of them.",
+                                                 "--streaming/--no-streaming")] = None,
+    vocab_sample: Annotated[int | None, _lm_option("vocab_sample", "With --streaming: the first texts read, which "
+                                                         "give the vocabulary, the word vectors and the "
+                                                         "held-out texts measured.")] = None,
+    stream_buffer: Annotated[int | None, _config_option("stream_buffer")] = None,
     cell: Annotated[str | None, _config_option("cell")] = None,
     nonlinearity: Annotated[str | None, _config_option("nonlinearity")] = None,
     layers: Annotated[int | None, _config_option("layers")] = None,
@@ -469,7 +478,8 @@ def pretrain(
 
     The same [model] options as train; pool and the head belong to the classifier. Examples:
     rnncli pretrain --dataset ../shared/data/imdb --cell gru --bidirectional --out runs/imdb-lm;
-    rnncli train --dataset ../shared/data/imdb --cell gru --bidirectional --init-from runs/imdb-lm
+    rnncli train --dataset ../shared/data/imdb --init-from runs/imdb-lm (its cell and sizes come along);
+    rnncli pretrain --streaming --dataset big.txt (a buffer at a time)
     """
     flags = {k: v for k, v in locals().items() if k not in ("config", "resume")}
     resolved = _train_config(config, flags, None, resume)

@@ -37,6 +37,7 @@ from rnncli.data import (
 from rnncli.device import resolve_device
 from rnncli.errors import Interrupted, RnncliError
 from rnncli.lm import MIN_HIDDEN, LanguageModel
+from rnncli.lmstream import TextStream, open_text_stream, source_specs
 from rnncli.optimizer import Gradients, make_optimizer
 from rnncli.restarts import Restarts
 from rnncli.skipgram import learn_vectors
@@ -72,12 +73,7 @@ def lm_texts(config: DataConfig, seed: int) -> LMTexts:
     """The texts of one or more sources (`a,b`: each one's train split, never a validation or test
     split, or a .txt file's lines), in that order; a seeded `val_fraction` of them is held out
     for the perplexity."""
-    if config.streaming:
-        raise RnncliError("pretrain reads its texts into memory; --streaming is for rnncli train")
-    whole = Path(config.dataset).expanduser().exists() or "," not in config.dataset
-    specs = [config.dataset] if whole else [s.strip() for s in config.dataset.split(",")]
-    if not all(specs):
-        raise RnncliError(f"{config.dataset}: an empty name in the list of sources")
+    specs = source_specs(config.dataset)
     sources, prints, texts, notes = [], [], [], []
     for spec in specs:
         source, fingerprint, more, said = _source_texts(dataclasses.replace(config, dataset=spec), seed)
@@ -212,7 +208,7 @@ def pretrain(config: Config | None = None, progress: Progress | None = None, res
     else:
         folder = checkpoint.RunFolder(resumed.path, meta=resumed.meta, latest=False)
     seed_everything(config.train.seed)
-    texts = lm_texts(config.data, config.train.seed)
+    texts = (open_text_stream if config.data.streaming else lm_texts)(config.data, config.train.seed)
     tokenizer, added = (folder.tokenizer(), 0) if resumed else vocabulary(config, texts.train)
     train_ids, val_ids, report = encode_texts(config, texts, tokenizer)
     model = LanguageModel(config.model, tokenizer.get_vocab_size()).to(device)
@@ -223,7 +219,8 @@ def pretrain(config: Config | None = None, progress: Progress | None = None, res
         vectors = skipgram_vectors(config, texts.train, tokenizer, progress, report)
     if vectors is not None:
         init_embedding(model.embedding, vectors)
-    fit = LMFit(config, model, tokenizer, train_ids, val_ids, folder, device, progress, report)
+    stream = texts if isinstance(texts, TextStream) else None
+    fit = LMFit(config, model, tokenizer, train_ids, val_ids, folder, device, progress, report, stream)
     if resumed is None:
         folder.meta = lm_meta(config, texts, tokenizer.get_vocab_size(), device)
     else:
@@ -288,15 +285,16 @@ def encode_texts(config: Config, texts: LMTexts, tokenizer) -> tuple[Encoded, En
     return train, validation, lm_report(texts, train, validation, tokenizer.get_vocab_size(), max_length, dropped)
 
 
-def lm_meta(config: Config, texts: LMTexts, vocab_size: int, device) -> dict:
-    """config.json of a language model's folder."""
+def lm_meta(config: Config, texts: LMTexts | TextStream, vocab_size: int, device) -> dict:
+    """config.json of a language model's folder (with --streaming, the text counts are the first rows')."""
     return {
         "format_version": checkpoint.FORMAT_VERSION,
         "kind": checkpoint.LANGUAGE_MODEL,
         "config": config.to_dict(),
         "vocab_size": vocab_size,
         "dataset": {"name": texts.name, "source": texts.source, "fingerprint": texts.fingerprint,
-                    "train_texts": len(texts.train), "held_out_texts": len(texts.validation)},
+                    "train_texts": len(texts.train), "held_out_texts": len(texts.validation),
+                    "streaming": isinstance(texts, TextStream)},
         "versions": checkpoint.versions(),
         "device": str(device),
         "best": {},
@@ -308,9 +306,10 @@ class LMFit:
     the best weights kept and the folder saved."""
 
     def __init__(self, config: Config, model: LanguageModel, tokenizer, train: Encoded, validation: Encoded,
-                 folder: checkpoint.RunFolder, device, progress: Progress, report: LMReport):
+                 folder: checkpoint.RunFolder, device, progress: Progress, report: LMReport,
+                 stream: TextStream | None = None):
         self.config, self.model, self.tokenizer, self.folder = config, model, tokenizer, folder
-        self.device, self.progress = device, progress
+        self.device, self.progress, self.stream = device, progress, stream
         self.buckets, self.held_out = LengthBuckets(train), LengthBuckets(validation)
         rows = True  # the embedding's gradient and AdamW step cover only the rows a batch uses
         self.optimizer = make_optimizer(model, config, rows=rows)
@@ -371,9 +370,11 @@ class LMFit:
         model.train()
         set_lr(self.optimizer, self.config, epoch, self.restarts.scale)
         rng = np.random.default_rng([train_cfg.seed, epoch])
-        self.progress.epoch_start(epoch, self.buckets.num_batches(train_cfg.batch_size))
+        streamed = self.stream is not None
+        self.progress.epoch_start(epoch, None if streamed else self.buckets.num_batches(train_cfg.batch_size))
         start, loss_sum, words, tokens = time.perf_counter(), 0.0, 0, 0
-        for _, ids, _ in self.buckets.batches(train_cfg.batch_size, rng):
+        batches = self.streamed_batches(epoch, rng) if streamed else self.buckets.batches(train_cfg.batch_size, rng)
+        for _, ids, _ in batches:
             ids = ids.to(self.device, non_blocking=True)  # (seq, batch)
             loss, count = self.step(ids)
             if not math.isfinite(loss):
@@ -382,6 +383,15 @@ class LMFit:
             self.progress.batch(loss, ids.numel())
         self.gradients.catch_up()
         return loss_sum / max(words, 1), tokens, time.perf_counter() - start
+
+    def streamed_batches(self, epoch: int, rng: np.random.Generator):
+        """With --streaming: each buffer of texts encoded, grouped by length and shuffled."""
+        data_cfg = self.config.data
+        for texts in self.stream.chunks(data_cfg.stream_buffer, epoch):
+            enc = encode(self.tokenizer, texts, data_cfg.max_length)
+            enc = enc.subset(np.flatnonzero(enc.lengths >= 2))  # a one-word text has no next word
+            if len(enc):
+                yield from LengthBuckets(enc).batches(self.config.train.batch_size, rng)
 
     def step(self, ids: torch.Tensor) -> tuple[float, int]:
         """One optimisation step on ids (seq, batch): (its mean loss per word, words predicted)."""

@@ -56,6 +56,17 @@ class StreamedCorpus:
     def chunks(self, buffer: int, seed: int, epoch: int, part: int = 0, parts: int = 1) -> Iterator[Split]:
         """The training rows, `buffer` at a time: shards in a seeded order per epoch; with `parts`
         data-parallel processes, each reads its own shards (or every parts-th row of one shard)."""
+        for texts, values in self.rows(buffer, seed, epoch, part, parts):
+            yield Split(as_texts(texts), self._ids(values))
+
+    def texts(self, buffer: int, seed: int, epoch: int) -> Iterator[list[str]]:
+        """The training rows' texts as `chunks` reads them, their labels unread (rnncli pretrain)."""
+        for texts, _ in self.rows(buffer, seed, epoch):
+            yield as_texts(texts)
+
+    def rows(self, buffer: int, seed: int, epoch: int, part: int = 0, parts: int = 1
+             ) -> Iterator[tuple[list, list]]:
+        """(text cells, label values) of the labelled training rows, `buffer` at a time (see `chunks`)."""
         order = np.random.default_rng([seed, epoch]).permutation(len(self.shards))
         by_shard = len(self.shards) >= parts
         mine = order[part::parts] if by_shard else order
@@ -72,7 +83,7 @@ class StreamedCorpus:
                     keep &= rows % parts == part
                 picked = np.flatnonzero(keep)
                 if len(picked):
-                    yield Split(as_texts(texts[i] for i in picked), self._ids([values[i] for i in picked]))
+                    yield [texts[i] for i in picked], [values[i] for i in picked]
 
     def _ids(self, values: list) -> np.ndarray:
         n = len(self.labels)

@@ -1,5 +1,6 @@
 """`rnncli pretrain`: a language model on unlabeled text, whose layers a classifier then starts from."""
 
+import dataclasses
 import json
 import re
 import sys
@@ -13,11 +14,13 @@ from typer.testing import CliRunner
 from rnncli import checkpoint, load_model
 from rnncli.builtin import generate
 from rnncli.cli import app
-from rnncli.config import ModelConfig, resolve
+from rnncli.config import DataConfig, ModelConfig, resolve
 from rnncli.errors import RnncliError
 from rnncli.lm import LanguageModel
+from rnncli.lmstream import open_text_stream
 from rnncli.model import RNNClassifier
 from rnncli.pretrain import Progress, lm_texts, pretrain
+from rnncli.streaming import open_stream
 from rnncli.train import check_architecture, source_body, train
 
 runner = CliRunner()
@@ -203,7 +206,6 @@ def test_bad_pretraining_input_is_one_line(tmp_path, monkeypatch, reviews_txt):
     Path("empty.txt").write_text("\n \n")
     Path("latin1.txt").write_bytes("a caf\xe9 film\n".encode("latin-1"))
     Path("one-word.txt").write_text("good\nbad\nfine\n")
-    Path("stream.toml").write_text("[data]\nstreaming = true\n")
     cases = {
         ("--dataset", "empty.txt"): "0 non-empty text(s)",
         ("--dataset", "missing.txt"): "no such file",
@@ -212,12 +214,56 @@ def test_bad_pretraining_input_is_one_line(tmp_path, monkeypatch, reviews_txt):
         ("--dataset", str(reviews_txt), "--hidden", "3"): "--hidden must be at least 8",
         ("--dataset", str(reviews_txt), "--max-length", "1"): "--max-length must be at least 2",
         ("--dataset", str(reviews_txt), "--lr", "nan"): "--lr must be a finite number",
-        ("--config", "stream.toml"): "--streaming is for rnncli train",
+        ("--streaming", "--dataset", "latin1.txt"): "not valid UTF-8 (line 1, byte 5)",
+        ("--streaming", "--dataset", "empty.txt"): "0 training and 0 held-out text(s) among the first",
         ("--resume", "nowhere"): "nowhere",
     }
     for args, message in cases.items():
         assert message in one_line_error(runner.invoke(app, ["pretrain", *args])), args
     assert not Path("runs").exists()  # nothing was written
+
+
+def test_a_stream_reads_a_buffer_of_each_source_in_turn_and_never_a_held_out_text(reviews_csv, reviews_txt):
+    """--streaming: the same texts as in memory, less those a seeded hash holds out for the perplexity
+    and the rows `train --streaming` validates on; never more than a buffer at a time."""
+    config = DataConfig(dataset=f"{reviews_csv},{reviews_txt}", streaming=True, stream_buffer=64, vocab_sample=150)
+    stream = open_text_stream(config, seed=4)
+    chunks = list(stream.chunks(64, epoch=1))
+    assert max(map(len, chunks)) <= 64
+    read = [t for chunk in chunks for t in chunk]
+    csv_rows = set(open_stream(dataclasses.replace(config, dataset=str(reviews_csv)), seed=4).sample.texts)
+    assert set(chunks[0]) <= csv_rows and not set(chunks[1]) & csv_rows  # the csv's first buffer, then the file's
+    validated = set(open_stream(dataclasses.replace(config, dataset=str(reviews_csv)), seed=4).splits["validation"].texts)
+    assert not validated & set(read)
+    assert stream.validation and not set(stream.validation) & set(read)
+    assert not any(stream.held_out(t) for t in read)
+    whole = [t for t in reviews_txt.read_text().splitlines() if t.strip()]
+    assert {t for t in whole if not stream.held_out(t)} <= set(read)
+    assert 0.03 < sum(map(stream.held_out, whole)) / len(whole) < 0.2  # about val_fraction, 10%
+    assert len(stream.sample) + len(stream.validation) == 150  # the first --vocab-sample texts
+
+
+def test_a_stream_sorted_by_label_is_read_past_its_first_class(tmp_path, reviews_csv):
+    """Pretraining reads no labels: a class the vocabulary sample never saw is no error here."""
+    rows = reviews_csv.read_text().splitlines()
+    sorted_csv = tmp_path / "sorted.csv"
+    sorted_csv.write_text("\n".join([rows[0], *sorted(rows[1:], key=lambda r: r.endswith(",pos"))]) + "\n")
+    stream = open_text_stream(DataConfig(dataset=str(sorted_csv), streaming=True, vocab_sample=40), seed=0)
+    read = {t for chunk in stream.chunks(64, epoch=1) for t in chunk}
+    positive = {r.rsplit(",", 1)[0].strip('"') for r in rows[1:] if r.endswith(",pos")}
+    assert read & positive
+
+
+def test_streaming_pretraining_then_train_from_it(tmp_path, monkeypatch, reviews_csv, reviews_txt):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["pretrain", "--streaming", "--dataset", str(reviews_txt), "--stream-buffer", "50",
+                                 "--vocab-sample", "200", "--embed", "11", "--hidden", "13", "--epochs", "2",
+                                 "--vector-epochs", "0", "--device", "cpu", "--out", "lm"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads(Path("lm/config.json").read_text())
+    assert meta["dataset"]["streaming"] and meta["config"]["data"]["streaming"]
+    run = train(resolve(None, {"dataset": str(reviews_csv), "init_from": "lm", "epochs": 1, "device": "cpu"}))
+    assert load_model(run.out).predict(["a wonderful film"])[0].label in ("neg", "pos")
 
 
 def test_a_crafted_lm_folder_is_refused_before_loading(tmp_path, reviews_txt):
