@@ -154,7 +154,9 @@ def test_without_gensim_the_skipgram_stage_names_the_extra(tmp_path, monkeypatch
         pretrain(resolve(None, {**TINY, "epochs": 1, "dataset": str(reviews_txt), "out": "lm"}))
 
 
-def test_interrupted_pretraining_resumes_to_the_same_model(tmp_path, monkeypatch, reviews_txt):
+@pytest.mark.parametrize("streamed", [{}, {"streaming": True, "stream_buffer": 100, "vocab_sample": 300}],
+                         ids=["in memory", "streaming"])
+def test_interrupted_pretraining_resumes_to_the_same_model(tmp_path, monkeypatch, reviews_txt, streamed):
     monkeypatch.chdir(tmp_path)
 
     class StopInEpoch3(Progress):
@@ -162,7 +164,7 @@ def test_interrupted_pretraining_resumes_to_the_same_model(tmp_path, monkeypatch
             if epoch == 3:
                 raise KeyboardInterrupt
 
-    flags = {**TINY, "epochs": 3, "patience": 3, "dataset": str(reviews_txt)}
+    flags = {**TINY, "epochs": 3, "patience": 3, "dataset": str(reviews_txt), **streamed}
     whole = pretrain(resolve(None, {**flags, "out": "whole"}))
     cut = pretrain(resolve(None, {**flags, "out": "cut"}), StopInEpoch3())
     assert cut.stopped == "interrupted" and len(cut.history) == 2
