@@ -221,16 +221,58 @@ def _open_local(path: Path, streaming: bool = False):
 
 
 def _open_hub(hub_id: str, streaming: bool = False):
+    """A data set from the Hugging Face hub, or from the local cache when the hub's host cannot be
+    resolved here: the hub client would otherwise retry for half a minute, printing each try."""
     import datasets
 
+    host = _unreachable_hub()
     try:
-        return datasets.load_dataset(hub_id, streaming=streaming)
+        with _quiet_hub(offline=host is not None):
+            return datasets.load_dataset(hub_id, streaming=streaming)
     except Exception as e:  # noqa: BLE001 - the hub client raises many kinds when offline
-        first = first_line(e, 160)
+        why = f"{host} cannot be reached from here and the local cache lacks it" if host else first_line(e, 160)
         raise RnncliError(
-            f"cannot load {hub_id!r} from the Hugging Face hub ({first}); use a local folder or file "
+            f"cannot load {hub_id!r} from the Hugging Face hub ({why}); use a local folder or file "
             "(e.g. --dataset ../shared/data/sst2, --dataset reviews.csv) or --dataset builtin"
         ) from None
+
+
+def _unreachable_hub() -> str | None:
+    """The hub's host name when it has no address here (no network or DNS) and no proxy is set; else None."""
+    import socket
+    import urllib.request
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname
+    if not host or urllib.request.getproxies():
+        return None
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return host
+    return None
+
+
+@contextlib.contextmanager
+def _quiet_hub(offline: bool):
+    """The hub client's own warnings silenced (the raised error is reported instead); with `offline`,
+    datasets and huggingface_hub read only the local cache."""
+    import datasets.config
+    from huggingface_hub import constants
+    from huggingface_hub.utils import logging as hub_logging
+
+    before = constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE, hub_logging.get_verbosity()
+    hub_logging.set_verbosity_error()
+    if offline:
+        constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
+    try:
+        with _quiet_datasets():
+            yield
+    finally:
+        constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE = before[:2]
+        hub_logging.set_verbosity(before[2])
 
 
 def find_column(columns: list[str], wanted: str, candidates: tuple[str, ...], what: str, where: str) -> str:

@@ -122,6 +122,8 @@ def _source(config: DataConfig, seed: int) -> tuple[str, Reader, list[str]]:
     dsd, source = open_dataset(config.dataset, streaming=True)
     train = require_train(dsd, config.dataset)
     columns = list(train.features or next(iter(train.take(1)), {}))
+    if not columns:
+        raise RnncliError(f"{config.dataset}: the train split is empty")
     text_col = find_column(columns, config.text_column, TEXT_COLUMNS, "text", config.dataset)
     if any(c in columns for c in (config.label_column, *LABEL_COLUMNS) if c):
         corpus = open_stream(config, seed)

@@ -70,3 +70,26 @@ def test_half_precision_on_cpu(tmp_path):
     line = one_line_error(runner.invoke(app, ["train", *TINY, "--precision", "bf16", "--out", str(tmp_path / "m")]))
     assert "needs a CUDA device" in line
     assert not (tmp_path / "m").exists()
+
+
+def test_a_hub_id_without_a_network_fails_at_once_in_one_line(tmp_path, monkeypatch):
+    """When the hub's host does not resolve, datasets reads only its cache: no half minute of retries."""
+    import socket
+    import urllib.request
+
+    import datasets.config
+    from huggingface_hub import constants
+
+    def no_dns(host, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    monkeypatch.setattr(urllib.request, "getproxies", dict)
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    before = constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE
+    for command in (["train"], ["pretrain"], ["train", "--streaming"]):
+        line = one_line_error(runner.invoke(app, [*command, "--dataset", "someone/not-cached-here"]))
+        assert "huggingface.co cannot be reached from here and the local cache lacks it" in line, command
+    assert (constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE) == before  # offline only for that call
+    assert not (tmp_path / "runs").exists()

@@ -208,6 +208,7 @@ def test_bad_pretraining_input_is_one_line(tmp_path, monkeypatch, reviews_txt):
     Path("empty.txt").write_text("\n \n")
     Path("latin1.txt").write_bytes("a caf\xe9 film\n".encode("latin-1"))
     Path("one-word.txt").write_text("good\nbad\nfine\n")
+    Path("header.csv").write_text("text,label\n")
     cases = {
         ("--dataset", "empty.txt"): "0 non-empty text(s)",
         ("--dataset", "missing.txt"): "no such file",
@@ -218,6 +219,7 @@ def test_bad_pretraining_input_is_one_line(tmp_path, monkeypatch, reviews_txt):
         ("--dataset", str(reviews_txt), "--lr", "nan"): "--lr must be a finite number",
         ("--streaming", "--dataset", "latin1.txt"): "not valid UTF-8 (line 1, byte 5)",
         ("--streaming", "--dataset", "empty.txt"): "0 training and 0 held-out text(s) among the first",
+        ("--streaming", "--dataset", "header.csv"): "header.csv: the train split is empty",
         ("--resume", "nowhere"): "nowhere",
     }
     for args, message in cases.items():
