@@ -609,12 +609,11 @@ def predict(
         for text in lines:
             _print_explanation(clf.explain(text), as_json)
         return
-    preds = clf.predict(lines, batch_size=batch_size, threshold=threshold)
-    if as_json:
-        for p in preds:
-            typer.echo(jsonl(p.to_dict(top_k)))
+    if as_json:  # written a chunk at a time: a file of millions of lines needs one chunk's records
+        for preds in clf.predict_chunks(lines, batch_size=batch_size, threshold=threshold):
+            typer.echo("\n".join(jsonl(p.to_dict(top_k)) for p in preds))
         return
-    _print_predictions(preds, top_k)
+    _print_predictions(clf.predict(lines, batch_size=batch_size, threshold=threshold), top_k)
 
 
 def _say_runtime(clf, asked: str) -> None:

@@ -7,6 +7,7 @@ folder's model.onnx runs in onnxruntime and torch is not imported at all.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from rnncli.tokenizer import UNK_ID, Encoded, read_limit
 # A text's probabilities do not depend on the texts that share its batch or on its place there,
 # beyond float rounding: matrix kernels (oneDNN, MKL, cuBLAS) may add in another order for another
 # batch shape, which moves the last bits (about 1e-7 seen on the CPU). The promise, tested:
+CHUNK = 16384  # texts per `predict_chunks` step
 BATCH_TOLERANCE = 1e-5  # largest difference of any probability between two batchings of one text
 
 
@@ -177,6 +179,15 @@ class Classifier:
 
         enc = encode(self.tokenizer, texts, self.max_length)
         return enc, enc.full_lengths == 0
+
+    def predict_chunks(self, texts: list[str], batch_size: int = 128, threshold: float | None = None,
+                       chunk: int | None = None) -> Iterator[list[Prediction]]:
+        """`predict` of `chunk` (CHUNK) texts at a time, in input order: a long input's records can be
+        written as they come, while memory holds one chunk's records instead of all of them."""
+        self.check_threshold(threshold)
+        chunk = chunk or CHUNK
+        for start in range(0, len(texts), chunk):
+            yield self.predict(texts[start: start + chunk], batch_size, threshold)
 
     def predict(self, texts: list[str], batch_size: int = 128, threshold: float | None = None
                 ) -> list[Prediction]:

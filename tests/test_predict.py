@@ -133,6 +133,27 @@ def test_records_are_what_predict_json_prints(clf):
     json.dumps(shown), json.dumps(record)  # plain types only
 
 
+def test_predict_json_writes_a_chunk_of_records_at_a_time(clf, tiny_model, tmp_path, monkeypatch):
+    """A long input's records come a chunk at a time, in input order, the same as one call gives."""
+    from typer.testing import CliRunner
+
+    import rnncli.predict
+    from rnncli.cli import app
+
+    texts = ["a good film", "", "dull and slow", "fine fine", "bad"] * 3
+    chunks = list(clf.predict_chunks(texts, chunk=4))
+    assert [len(c) for c in chunks] == [4, 4, 4, 3]
+    whole = clf.predict(texts)
+    assert [p.label for c in chunks for p in c] == [p.label for p in whole]
+    assert [p.score for c in chunks for p in c] == pytest.approx([p.score for p in whole], abs=BATCH_TOLERANCE)
+    monkeypatch.setattr(rnncli.predict, "CHUNK", 4)
+    (tmp_path / "texts.txt").write_text("".join(t + "\n" for t in texts))
+    result = CliRunner().invoke(app, ["predict", "--model", str(tiny_model), "--file", str(tmp_path / "texts.txt"),
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["text"] for line in result.stdout.splitlines()] == texts
+
+
 def test_explain_is_cut_at_max_length(clf):
     ex = clf.explain("great " * (clf.max_length + 50))
     assert len(ex.tokens) == len(ex.probabilities) == clf.max_length
