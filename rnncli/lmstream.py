@@ -22,6 +22,7 @@ from rnncli.config import DataConfig
 from rnncli.data import LABEL_COLUMNS, TEXT_COLUMNS, as_texts, find_column, open_dataset, require_train
 from rnncli.errors import RnncliError
 from rnncli.streaming import open_stream
+from rnncli.texts import iter_lines
 
 HASH_SLOTS = 1_000_000  # the held-out share is decided in millionths
 
@@ -118,7 +119,7 @@ def _source(config: DataConfig, seed: int) -> tuple[str, Reader, list[str]]:
     if path.suffix.lower() == ".txt":
         if not path.is_file():
             raise RnncliError(f"{config.dataset}: no such file")
-        return str(path.resolve()), lambda buffer, epoch: _txt_lines(path, buffer), ["a text file, one text a line"]
+        return str(path.resolve()), lambda buffer, epoch: iter_lines(path, buffer), ["a text file, one text a line"]
     dsd, source = open_dataset(config.dataset, streaming=True)
     train = require_train(dsd, config.dataset)
     columns = list(train.features or next(iter(train.take(1)), {}))
@@ -135,22 +136,3 @@ def _source(config: DataConfig, seed: int) -> tuple[str, Reader, list[str]]:
         for batch in train.select_columns([text_col]).iter(batch_size=buffer):
             yield as_texts(batch[text_col])
     return source, read, ["the train split (no labels there)"]
-
-
-def _txt_lines(path: Path, buffer: int) -> Iterator[list[str]]:
-    """The lines of a UTF-8 text file, `buffer` at a time, read as `rnncli.texts` reads a file."""
-    with path.open("rb") as fh:
-        texts: list[str] = []
-        offset = 0
-        for number, raw in enumerate(fh, start=1):
-            try:
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError as e:
-                raise RnncliError(f"{path}: not valid UTF-8 (line {number}, byte {offset + e.start})") from None
-            offset += len(raw)
-            texts.append(line.removesuffix("\n").removesuffix("\r"))
-            if len(texts) == buffer:
-                yield texts
-                texts = []
-        if texts:
-            yield texts

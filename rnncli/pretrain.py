@@ -310,7 +310,8 @@ class LMFit:
                  stream: TextStream | None = None):
         self.config, self.model, self.tokenizer, self.folder = config, model, tokenizer, folder
         self.device, self.progress, self.stream = device, progress, stream
-        self.buckets, self.held_out = LengthBuckets(train), LengthBuckets(validation)
+        self.held_out = LengthBuckets(validation)
+        self.buckets = None if stream else LengthBuckets(train)  # streamed: each buffer is grouped as it comes
         rows = True  # the embedding's gradient and AdamW step cover only the rows a batch uses
         self.optimizer = make_optimizer(model, config, rows=rows)
         self.gradients = Gradients(model, rows=rows, optimizer=self.optimizer)
@@ -370,10 +371,10 @@ class LMFit:
         model.train()
         set_lr(self.optimizer, self.config, epoch, self.restarts.scale)
         rng = np.random.default_rng([train_cfg.seed, epoch])
-        streamed = self.stream is not None
-        self.progress.epoch_start(epoch, None if streamed else self.buckets.num_batches(train_cfg.batch_size))
+        buckets = self.buckets
+        self.progress.epoch_start(epoch, buckets.num_batches(train_cfg.batch_size) if buckets else None)
         start, loss_sum, words, tokens = time.perf_counter(), 0.0, 0, 0
-        batches = self.streamed_batches(epoch, rng) if streamed else self.buckets.batches(train_cfg.batch_size, rng)
+        batches = buckets.batches(train_cfg.batch_size, rng) if buckets else self.streamed_batches(epoch, rng)
         for _, ids, _ in batches:
             ids = ids.to(self.device, non_blocking=True)  # (seq, batch)
             loss, count = self.step(ids)

@@ -7,6 +7,7 @@ in it; a byte-order mark is skipped; an empty input holds no texts, while a blan
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from rnncli.errors import RnncliError
@@ -35,6 +36,30 @@ def read_file(path: str | Path) -> list[str]:
     except OSError as e:
         raise RnncliError(f"{path}: cannot read ({e.strerror})") from None
     return split_lines(data, str(path))
+
+
+def iter_lines(path: Path, buffer: int) -> Iterator[list[str]]:
+    """The texts of a file, `buffer` lines at a time, by `split_lines`' rules: for files larger than
+    memory (`rnncli pretrain --streaming`)."""
+    try:
+        fh = path.open("rb")
+    except OSError as e:
+        raise RnncliError(f"{path}: cannot read ({e.strerror})") from None
+    with fh:
+        texts: list[str] = []
+        offset = 0
+        for number, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise RnncliError(f"{path}: not valid UTF-8 (line {number}, byte {offset + e.start})") from None
+            offset += len(raw)
+            texts.append(line.removesuffix("\n").removesuffix("\r"))
+            if len(texts) == buffer:
+                yield texts
+                texts = []
+        if texts:
+            yield texts
 
 
 def read_stdin() -> list[str]:

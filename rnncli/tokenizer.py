@@ -218,8 +218,8 @@ def encode(tok, texts: list[str], max_length: int) -> Encoded:
         kept = (ids[:max_length] or [UNK_ID] for ids in id_lists)
         id_parts.append(np.fromiter(itertools.chain.from_iterable(kept), dtype=np.int64))
         del id_lists
-    read, cut = ((np.concatenate(p) if p else np.zeros(0, dtype=d)) for p, d in ((read_parts, np.int64),
-                                                                                 (cut_parts, bool)))
+    read = np.concatenate(read_parts) if read_parts else np.zeros(0, dtype=np.int64)  # tokens read of each text
+    cut = np.concatenate(cut_parts) if cut_parts else np.zeros(0, dtype=bool)  # texts read only in part
     lengths = np.clip(read, 1, max_length)
     starts = np.zeros(len(texts), dtype=np.int64)
     np.cumsum(lengths[:-1], out=starts[1:])

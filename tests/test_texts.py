@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from rnncli.errors import RnncliError
-from rnncli.texts import read_texts, split_lines
+from rnncli.texts import iter_lines, read_texts, split_lines
 
 
 def test_only_newline_ends_a_text():
@@ -42,3 +42,23 @@ def test_a_wrong_source_is_one_error(tmp_path, monkeypatch, texts, file, message
     monkeypatch.chdir(tmp_path)
     with pytest.raises(RnncliError, match=message):
         read_texts(texts, file)
+
+
+@pytest.mark.parametrize("data", [b"\xef\xbb\xbfone\r\ntwo\n\nthree\xe2\x80\xa8still three\x0cand\n", b"no newline at the end",
+                                  b"", b"\n\n", b"a\xef\xbb\xbfb\n\xef\xbb\xbfc"])
+def test_a_file_read_a_buffer_at_a_time_gives_the_texts_read_whole(tmp_path, data):
+    path = tmp_path / "texts.txt"
+    path.write_bytes(data)
+    buffers = list(iter_lines(path, 2))
+    assert all(0 < len(b) <= 2 for b in buffers)
+    assert [t for b in buffers for t in b] == split_lines(data, str(path))
+
+
+def test_a_file_read_a_buffer_at_a_time_names_its_bad_byte_as_a_whole_read_does(tmp_path):
+    path = tmp_path / "texts.txt"
+    path.write_bytes(b"fine\nalso fine\nbad \xe9 here\n")
+    with pytest.raises(RnncliError) as whole:
+        split_lines(path.read_bytes(), str(path))
+    with pytest.raises(RnncliError) as streamed:
+        list(iter_lines(path, 1))
+    assert str(streamed.value) == str(whole.value)
