@@ -299,6 +299,12 @@ def require_train(dsd, where: str):
     return dsd["train"]
 
 
+def has_labels(columns: list[str], config: DataConfig) -> bool:
+    """Whether a split of `columns` names a label column, `--label-column`'s or a usual one: a
+    labelled source is read as `rnncli train` reads it; an unlabelled one only for its texts."""
+    return any(c in columns for c in (config.label_column, *LABEL_COLUMNS) if c)
+
+
 def pick_columns(columns: list[str], features, config: DataConfig, where: str) -> tuple[str, str, list[str] | None]:
     """The text and label columns, and the label names the data declares (a ClassLabel's), if any."""
     text_col = find_column(columns, config.text_column, TEXT_COLUMNS, "text", where)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rnncli.config import DataConfig
-from rnncli.data import LABEL_COLUMNS, TEXT_COLUMNS, as_texts, find_column, open_dataset, require_train
+from rnncli.data import TEXT_COLUMNS, as_texts, find_column, has_labels, open_dataset, require_train
 from rnncli.errors import RnncliError
 from rnncli.streaming import open_stream
 from rnncli.texts import iter_lines
@@ -91,6 +91,16 @@ def source_specs(dataset: str) -> list[str]:
     return specs
 
 
+def text_file(spec: str) -> Path | None:
+    """The path of a source that is a .txt file (one text a line), checked to exist; None for other sources."""
+    path = Path(spec).expanduser()
+    if path.suffix.lower() != ".txt":
+        return None
+    if not path.is_file():
+        raise RnncliError(f"{spec}: no such file")
+    return path
+
+
 def _read_first_rows(stream: TextStream, count: int, buffer: int) -> None:
     """The first `count` texts of the stream, split into the sample and the held-out texts."""
     first: list[str] = []
@@ -115,10 +125,8 @@ def _fingerprint(sources: list[str]) -> str:
 
 def _source(config: DataConfig, seed: int) -> tuple[str, Reader, list[str]]:
     """(what was opened, its reader, notes) of one source: a .txt file or a data set's train split."""
-    path = Path(config.dataset).expanduser()
-    if path.suffix.lower() == ".txt":
-        if not path.is_file():
-            raise RnncliError(f"{config.dataset}: no such file")
+    path = text_file(config.dataset)
+    if path is not None:
         return str(path.resolve()), lambda buffer, epoch: iter_lines(path, buffer), ["a text file, one text a line"]
     dsd, source = open_dataset(config.dataset, streaming=True)
     train = require_train(dsd, config.dataset)
@@ -126,7 +134,7 @@ def _source(config: DataConfig, seed: int) -> tuple[str, Reader, list[str]]:
     if not columns:
         raise RnncliError(f"{config.dataset}: the train split is empty")
     text_col = find_column(columns, config.text_column, TEXT_COLUMNS, "text", config.dataset)
-    if any(c in columns for c in (config.label_column, *LABEL_COLUMNS) if c):
+    if has_labels(columns, config):
         corpus = open_stream(config, seed)
         note = "the train split" + (", without the rows rnncli train --streaming carves for validation "
                                     "with the same seed" if corpus.held_out else "")

@@ -25,10 +25,10 @@ from rnncli import checkpoint
 from rnncli.batching import LengthBuckets
 from rnncli.config import Config, DataConfig
 from rnncli.data import (
-    LABEL_COLUMNS,
     TEXT_COLUMNS,
     as_texts,
     find_column,
+    has_labels,
     length_percentiles,
     load_corpus,
     open_dataset,
@@ -37,7 +37,7 @@ from rnncli.data import (
 from rnncli.device import resolve_device
 from rnncli.errors import Interrupted, RnncliError
 from rnncli.lm import MIN_HIDDEN, LanguageModel
-from rnncli.lmstream import TextStream, open_text_stream, source_specs
+from rnncli.lmstream import TextStream, open_text_stream, source_specs, text_file
 from rnncli.optimizer import Gradients, make_optimizer
 from rnncli.restarts import Restarts
 from rnncli.skipgram import learn_vectors
@@ -94,11 +94,9 @@ def lm_texts(config: DataConfig, seed: int) -> LMTexts:
 
 def _source_texts(config: DataConfig, seed: int) -> tuple[str, str, list[str], list[str]]:
     """(source, fingerprint, texts, notes) of one source: a .txt file or a data set's train split."""
-    path = Path(config.dataset).expanduser()
-    if path.suffix.lower() != ".txt":
+    path = text_file(config.dataset)
+    if path is None:
         return _split_texts(config, seed)
-    if not path.is_file():
-        raise RnncliError(f"{config.dataset}: no such file")
     texts = [t for t in read_file(path) if t.strip()]
     return str(path.resolve()), _digest(texts), texts, [f"{len(texts):,} texts"]
 
@@ -119,7 +117,7 @@ def _split_texts(config: DataConfig, seed: int) -> tuple[str, str, list[str], li
     train = require_train(dsd, where)
     columns = list(train.column_names)
     text_col = find_column(columns, config.text_column, TEXT_COLUMNS, "text", where)
-    if any(c in columns for c in (config.label_column, *LABEL_COLUMNS) if c):
+    if has_labels(columns, config):
         corpus = load_corpus(config, seed)
         carved = [n.removeprefix("no validation split: ") for n in corpus.notes if n.startswith("no validation split")]
         texts = [t for t in corpus.train.texts if t.strip()]
