@@ -274,6 +274,8 @@ def train(
     pool: Annotated[str | None, _config_option("pool")] = None,
     dropout: Annotated[float | None, _config_option("dropout")] = None,
     word_dropout: Annotated[float | None, _config_option("word_dropout")] = None,
+    ngrams: Annotated[int | None, _config_option("ngrams")] = None,
+    ngram_buckets: Annotated[int | None, _config_option("ngram_buckets")] = None,
     weight_init: Annotated[str | None, _config_option("weight_init")] = None,
     init: Annotated[str | None, typer.Option("--init", hidden=True, help="Old spelling of --weight-init.")] = None,
     vectors: Annotated[str | None, _config_option("vectors")] = None,

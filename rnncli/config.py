@@ -76,6 +76,12 @@ class ModelConfig:
     dropout: float = _option(0.2, "Dropout on embeddings, between layers and before the head.", min=0.0, max=0.95)
     word_dropout: float = _option(0.0, "While training, the chance that a token is read as <unk>: the model learns not "
                              "to lean on any one word and what <unk> means in context.", min=0.0, max=0.95)
+    ngrams: int = _option(0, "A bag of word n-grams beside the recurrent layers (NBSVM): each n-gram of up to this "
+                     "many words, weighted by its naive Bayes log-count ratio in train, gets a learned "
+                     "weight per class. The bag and the head learn on losses of their own (the loss shown "
+                     "is the sum) and the answer adds their log probabilities. Helps long texts; 0: none.",
+                     min=0, max=4)
+    ngram_buckets: int = _option(1 << 21, "Hash buckets for the --ngrams of two or more words.", min=1, max=1 << 24)
     weight_init: str = _option("orthogonal", "How the recurrent weights W_hh start: PyTorch's default, orthogonal, or "
                           "identity (Le et al. 2015, for relu rnn). Not --init-from, which starts from a "
                           "trained model.", choices=INITS)

@@ -146,7 +146,7 @@ class OnnxGraph(nn.Module):
             if len(directions) == 2:
                 outs.append(_reorder(directions[1](_reorder(x, back))[0], back))  # (seq, batch, hidden)
             x = torch.cat(outs, dim=2) if len(outs) == 2 else outs[0]  # (seq, batch, hidden x dirs)
-        logits = self.model.head(self.model.pool(x, lengths))  # (batch, classes)
+        logits = self.model.answer(self.model.pool(x, lengths), ids, lengths)  # (batch, classes)
         return logits, logits.softmax(1)
 
 

@@ -28,6 +28,9 @@ def weight_shapes(config: ModelConfig, vocab_size: int, num_classes: int) -> dic
             shapes[f"rnn.bias_hh_l{layer}{suffix}"] = (rows,)
     if config.pool == "attn":
         shapes |= {"attn.weight": (1, out), "attn.bias": (1,)}
+    if config.ngrams:
+        features = vocab_size + config.ngram_buckets
+        shapes |= {"ngrams.weight": (features, num_classes), "ngrams.ratio": (features, num_classes)}
     return shapes | {"head.weight": (num_classes, out), "head.bias": (num_classes,)}
 
 

@@ -17,6 +17,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from rnncli import recurrence
 from rnncli.config import ModelConfig
 from rnncli.dropout import dropout, locked_dropout, word_dropout
+from rnncli.ngrams import NgramBag
 
 RECURRENT = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -59,6 +60,12 @@ def init_recurrent(rnn: nn.Module, how: str) -> None:
             nn.init.zeros_(p)
 
 
+def join(head: torch.Tensor, bag: torch.Tensor) -> torch.Tensor:
+    """The answer of two models trained apart, the head and the n-gram bag: the sum of their log
+    probabilities, as logits (..., classes)."""
+    return head.log_softmax(-1) + bag.log_softmax(-1)
+
+
 class RNNClassifier(nn.Module):
     fused = True  # rnncli.recurrence on CPU: rnn and gru training, packed inference for every cell
 
@@ -76,6 +83,8 @@ class RNNClassifier(nn.Module):
         if config.pool == "attn":
             self.attn = nn.Linear(config.hidden * self.directions, 1)  # one score per step's output
         self.head = nn.Linear(config.hidden * self.directions, num_classes)
+        if config.ngrams:
+            self.ngrams = NgramBag(config.ngrams, vocab_size, config.ngram_buckets, num_classes)
         init_recurrent(self.rnn, config.weight_init)
         self.embedding.weight.requires_grad_(not config.freeze_vectors)
 
@@ -130,12 +139,21 @@ class RNNClassifier(nn.Module):
         return score.softmax(0)  # (seq, batch)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None,
-                perturb: torch.Tensor | None = None) -> torch.Tensor:
+                perturb: torch.Tensor | None = None, parts: bool = False):
         """ids (seq, batch), lengths (batch,) or None when no text is padded -> logits (batch, classes);
-        `perturb`: see `encode`."""
+        `perturb`: see `encode`. `parts`: the head's logits and the n-gram bag's apart (`--ngrams`),
+        each trained on its own loss."""
         out, _ = self.encode(ids, lengths, perturb)
         pooled = dropout(self.pool(out, lengths), self.config.dropout, self.training)  # (batch, H x dirs)
-        return self.head(pooled)  # (batch, classes)
+        if parts:
+            return self.head(pooled), self.ngrams(ids, lengths)  # (batch, classes) each
+        return self.answer(pooled, ids, lengths)  # (batch, classes)
+
+    def answer(self, pooled: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """The head's logits for pooled (batch, H x dirs), joined with the n-gram bag's for the texts
+        ids (seq, batch) where the model has one (`--ngrams`): (batch, classes)."""
+        logits = self.head(pooled)  # (batch, classes)
+        return logits if self.config.ngrams == 0 else join(logits, self.ngrams(ids, lengths))
 
     @property
     def packable(self) -> bool:
@@ -193,7 +211,11 @@ class RNNClassifier(nn.Module):
                 pooled.index_add_(0, text_of, out).div_(packed.lengths[:, None].to(out.dtype))
             else:
                 pooled.fill_(float("-inf")).scatter_reduce_(0, text_of[:, None].expand_as(out), out, "amax")
-        return self.head(pooled)  # (texts, classes)
+        logits = self.head(pooled)  # (texts, classes)
+        if self.config.ngrams:
+            terms = self.ngrams.row_terms(ids, packed.prev_rows())  # (tokens, classes)
+            logits = join(logits, torch.zeros_like(logits).index_add_(0, packed.text, terms))
+        return logits
 
     def step_logits(self, ids: torch.Tensor) -> torch.Tensor:
         """Logits after every prefix, read from `out` at each step: (seq, batch, classes).
@@ -202,7 +224,10 @@ class RNNClassifier(nn.Module):
         at step t are exactly what the model would answer for the text cut after token t.
         """
         out, _ = self.encode(ids)
-        return self.head(out)  # (seq, batch, classes)
+        logits = self.head(out)  # (seq, batch, classes)
+        if self.config.ngrams:  # the n-grams read so far
+            logits = join(logits, self.ngrams.step_terms(ids).cumsum(0))  # (seq, batch, classes)
+        return logits
 
     @property
     def explainable(self) -> bool:

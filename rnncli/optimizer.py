@@ -226,6 +226,10 @@ class Gradients:
             self.embedding.sparse = True
             weight.grad = torch.zeros_like(weight)  # (vocab, embed), zero outside `touched`
             self.params = [p for p in self.params if p is not weight]
+        # The n-gram bag's gradient, summed over a text's hundreds of n-grams, would dominate the
+        # norm and shrink every other layer's step; it is left unclipped, as NBSVM's is.
+        bag = getattr(model, "ngrams", None)
+        self.clipped = [p for p in self.params if bag is None or p is not bag.weight]
 
     def zero(self, ids: torch.Tensor) -> None:
         """Before the backward pass of the batch `ids` (seq, batch)."""
@@ -237,11 +241,12 @@ class Gradients:
                 self.optimizer.rows = self.touched
 
     def clip(self, max_norm: float) -> None:
-        """Scale all gradients together so that their norm is at most `max_norm` (as `clip_grad_norm_`)."""
+        """Scale all gradients but the n-gram bag's together so that their norm is at most `max_norm`
+        (as `clip_grad_norm_`)."""
         if self.embedding is None:
-            torch.nn.utils.clip_grad_norm_(self.params, max_norm, foreach=True)
+            torch.nn.utils.clip_grad_norm_(self.clipped, max_norm, foreach=True)
             return
-        grads = [p.grad for p in self.params if p.grad is not None]
+        grads = [p.grad for p in self.clipped if p.grad is not None]
         rows = self.embedding.weight.grad.index_select(0, self.touched)  # (rows, embed): the only nonzero rows
         total = torch.linalg.vector_norm(torch.stack([*torch._foreach_norm(grads), rows.norm()]))
         scale = max_norm / (float(total) + 1e-6)

@@ -287,6 +287,11 @@ class Packed:
         """(texts,) each text's length, longest first."""
         return torch.from_numpy(self._lengths)
 
+    def prev_rows(self) -> torch.Tensor:
+        """(tokens,) the row of the same text's previous token, -1 at its first."""
+        step = self._step
+        return torch.from_numpy(np.where(step > 0, self._starts[np.maximum(step - 1, 0)] + self._text, -1))
+
     def last_rows(self) -> torch.Tensor:
         """(texts,) the row of each text's last token."""
         return self.row(self._lengths - 1, np.arange(self.sizes[0]))

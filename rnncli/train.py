@@ -223,6 +223,9 @@ def mixed_precision(precision: str, device):
 def prepare_data(config: Config, resumed: checkpoint.RunFolder | None, source) -> Data:
     """Read the data, check it can train a classifier, fix the vocabulary and encode every split."""
     data_cfg = config.data
+    if data_cfg.streaming and config.model.ngrams:
+        raise RnncliError("--ngrams counts its n-grams in the training split held in memory: it does not run "
+                          "with --streaming")
     read = open_stream if data_cfg.streaming else load_corpus
     corpus = read(data_cfg, seed=config.train.seed)
     present = np.unique(corpus.train.labels)
@@ -279,16 +282,20 @@ def build_model(config: Config, data: Data, source, device) -> RNNClassifier:
     if source is not None:
         body = source_body(source.model)
         model.load_state_dict(body, strict=False)  # everything but the head, which keeps its fresh init
+    if config.model.ngrams:
+        train_ids = data.train
+        model.ngrams.fit_ratios(train_ids.ids, train_ids.starts, train_ids.lengths, data.corpus.train.labels)
     return model
 
 
 def source_body(source) -> dict:
     """The weights a classifier takes from a pretrained language model (its embedding and
     recurrent layers, `LanguageModel.classifier_body`) or from a trained classifier (all but the
-    head; its attention scorer serves only a model that pools by attention too)."""
+    head and the n-gram bag, which belong to its labels; its attention scorer serves only a model
+    that pools by attention too)."""
     if hasattr(source, "classifier_body"):
         return source.classifier_body()
-    return {k: v for k, v in source.state_dict().items() if not k.startswith("head.")}
+    return {k: v for k, v in source.state_dict().items() if not k.startswith(("head.", "ngrams."))}
 
 
 class Learner:
@@ -361,6 +368,9 @@ class Learner:
              perturb: torch.Tensor | None = None) -> torch.Tensor:
         """The batch's loss, its embedded words moved by `perturb` (seq, batch, embed) if given."""
         with self.setup.autocast():
+            if self.model.config.ngrams:  # the head and the n-gram bag each learn on their own loss
+                head, bag = self.step_model(ids, lengths, perturb, parts=True)  # (batch, classes) each
+                return self.loss_fn(head.float(), y) + self.loss_fn(bag.float(), y)
             logits = self.step_model(ids, lengths, perturb)  # (batch, classes)
         return self.loss_fn(logits.float(), y)  # in fp32
 

@@ -114,14 +114,15 @@ def test_missing_folder_says_how_to_make_one(tmp_path):
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 @pytest.mark.parametrize("bidirectional", [False, True])
-@pytest.mark.parametrize("layers, pool", [(1, "last"), (2, "attn"), (3, "max")])
-def test_weight_layout_from_the_config_is_the_models_own(cell, bidirectional, layers, pool):
+@pytest.mark.parametrize("layers, pool, ngrams", [(1, "last", 0), (2, "attn", 3), (3, "max", 2)])
+def test_weight_layout_from_the_config_is_the_models_own(cell, bidirectional, layers, pool, ngrams):
     """The shapes a folder is checked against before loading are exactly those of the module."""
     from rnncli.config import ModelConfig
     from rnncli.layout import weight_shapes
     from rnncli.model import RNNClassifier
 
-    config = ModelConfig(cell=cell, bidirectional=bidirectional, layers=layers, pool=pool, embed=11, hidden=13)
+    config = ModelConfig(cell=cell, bidirectional=bidirectional, layers=layers, pool=pool, embed=11, hidden=13,
+                         ngrams=ngrams, ngram_buckets=101)
     model = RNNClassifier(config, vocab_size=37, num_classes=5)
     assert weight_shapes(config, 37, 5) == {k: tuple(v.shape) for k, v in model.state_dict().items()}
 

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from conftest import WORDS, one_line_error, run_without
 from typer.testing import CliRunner
 
@@ -60,6 +61,20 @@ def test_every_architecture_answers_as_torch_does(tmp_path, cell, bidirectional,
     got, want = onnx_model.probabilities(enc, batch_size=3), probabilities(model, enc, batch_size=3)
     assert got.shape == want.shape == (7, 5)
     assert np.abs(got - want).max() <= TOLERANCE["none"]
+
+
+@pytest.mark.parametrize("cell,bidirectional,pool", [("rnn", False, "last"), ("gru", True, "mean")])
+def test_an_ngram_bag_answers_as_torch_does(tmp_path, cell, bidirectional, pool):
+    """The bag's hashing runs inside the graph, on the same ids (`--ngrams`)."""
+    config = ModelConfig(cell=cell, bidirectional=bidirectional, pool=pool, embed=11, hidden=13, dropout=0.0,
+                         ngrams=3, ngram_buckets=101)
+    model = RNNClassifier(config, vocab_size=37, num_classes=5).eval()
+    with torch.no_grad():
+        model.ngrams.weight.normal_()
+        model.ngrams.ratio.normal_()[0] = 0
+    path = tmp_path / "model.onnx"
+    write_graph(model, path)
+    assert max(c.max_difference for c in check(model, path, vocab=37, max_length=40)) <= TOLERANCE["none"]
 
 
 @pytest.mark.parametrize("bidirectional,pool", [(False, "last"), (True, "mean"), (True, "attn")])

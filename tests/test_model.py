@@ -11,8 +11,16 @@ VOCAB, EMBED, HIDDEN, CLASSES = 37, 11, 13, 3
 
 
 def build(**kw) -> RNNClassifier:
+    """A tiny model; an n-gram bag (`ngrams` > 0, 101 buckets) gets random weights and ratios, as
+    one fresh from training would have none."""
     torch.manual_seed(0)
-    return RNNClassifier(ModelConfig(embed=EMBED, hidden=HIDDEN, dropout=0.0, **kw), VOCAB, CLASSES).eval()
+    config = ModelConfig(embed=EMBED, hidden=HIDDEN, dropout=0.0, ngram_buckets=101, **kw)
+    model = RNNClassifier(config, VOCAB, CLASSES).eval()
+    if config.ngrams:
+        with torch.no_grad():
+            model.ngrams.weight.normal_()
+            model.ngrams.ratio.normal_()[0] = 0  # feature 0 (padding, no n-gram) adds nothing
+    return model
 
 
 @settings(max_examples=40, deadline=None)
@@ -22,10 +30,11 @@ def build(**kw) -> RNNClassifier:
     bidirectional=st.booleans(),
     layers=st.integers(1, 2),
     lengths=st.lists(st.integers(1, 7), min_size=2, max_size=5),
+    ngrams=st.integers(0, 3),
     seed=st.integers(0, 10_000),
 )
-def test_padding_does_not_change_a_sentence(cell, pool, bidirectional, layers, lengths, seed):
-    model = build(cell=cell, pool=pool, bidirectional=bidirectional, layers=layers)
+def test_padding_does_not_change_a_sentence(cell, pool, bidirectional, layers, lengths, ngrams, seed):
+    model = build(cell=cell, pool=pool, bidirectional=bidirectional, layers=layers, ngrams=ngrams)
     g = torch.Generator().manual_seed(seed)
     texts = [torch.randint(1, VOCAB, (n,), generator=g) for n in lengths]
     batch = torch.zeros(max(lengths), len(texts), dtype=torch.long)  # (seq, batch), 0 = <pad>
@@ -44,12 +53,13 @@ def test_padding_does_not_change_a_sentence(cell, pool, bidirectional, layers, l
     pool=st.sampled_from(["last", "mean", "max", "attn"]),
     layers=st.integers(1, 2),
     lengths=st.lists(st.integers(1, 7), min_size=2, max_size=5),
+    ngrams=st.integers(0, 3),
     seed=st.integers(0, 10_000),
 )
-def test_padding_does_not_change_a_gradient(cell, pool, layers, lengths, seed):
+def test_padding_does_not_change_a_gradient(cell, pool, layers, lengths, ngrams, seed):
     """A one-direction model trains on right-padded batches (rnncli.batching.SortedBatches): the
     loss and every weight's gradient are those of its texts, each run alone."""
-    model = build(cell=cell, pool=pool, layers=layers).train()  # dropout 0: the same arithmetic as eval
+    model = build(cell=cell, pool=pool, layers=layers, ngrams=ngrams).train()  # dropout 0: the same arithmetic as eval
     g = torch.Generator().manual_seed(seed)
     texts = [torch.randint(1, VOCAB, (n,), generator=g) for n in lengths]
     labels = torch.randint(0, CLASSES, (len(texts),), generator=g)
@@ -127,10 +137,11 @@ def test_explainable_only_for_one_direction_and_last_pooling():
     layers=st.integers(1, 3),
     lengths=st.lists(st.integers(1, 7), min_size=1, max_size=6),
     lookup=st.sampled_from(["none", "vocabulary", "words used"]),
+    ngrams=st.integers(0, 3),
     seed=st.integers(0, 10_000),
 )
 def test_packed_inference_matches_one_text_at_a_time(cell, pool, nonlinearity, bidirectional, layers, lengths,
-                                                     lookup, seed):
+                                                     lookup, ngrams, seed):
     """Evaluation packs many texts into one run without padding (each text read backwards within
     its own length for a second direction), may look the first layer's input terms up in a table,
     and pools with its own code for every mode; each answer is the text's own, as the padded
@@ -140,7 +151,8 @@ def test_packed_inference_matches_one_text_at_a_time(cell, pool, nonlinearity, b
     from rnncli.batching import packed_batch
     from rnncli.tokenizer import Encoded
 
-    model = build(cell=cell, pool=pool, nonlinearity=nonlinearity, bidirectional=bidirectional, layers=layers)
+    model = build(cell=cell, pool=pool, nonlinearity=nonlinearity, bidirectional=bidirectional, layers=layers,
+                  ngrams=ngrams)
     assert model.packable
     g = torch.Generator().manual_seed(seed)
     lengths = np.array(lengths)
