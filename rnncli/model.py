@@ -1,4 +1,5 @@
-"""The classifier: token ids -> embedding -> recurrent layers -> pooling over valid steps -> linear head.
+"""The classifier: token ids -> embedding -> recurrent layers -> pooling over valid steps -> linear head,
+and with `--ngrams` a bag of word n-grams beside them (rnncli.ngrams).
 
 Tensors are seq-first, as in PyTorch's default: ids are (seq, batch). Texts shorter than the batch
 are right-padded with id 0; padding never changes a text's result (masks for the forward direction,

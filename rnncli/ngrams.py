@@ -1,5 +1,6 @@
 """A bag of word n-grams beside the recurrent layers (`--ngrams`): NBSVM (Wang & Manning 2012) as a
-branch of the classifier, whose term is added to the head's logits and learned with them.
+branch of the classifier. It learns on a loss of its own, beside the head's, and the model's answer
+adds the two's log probabilities (`model.join`).
 
 Each n-gram of up to `n` words is one feature, read at the token it ends on: a single word is its
 own id, a longer one is hashed into `buckets` rows after the vocabulary's. A feature's term for
@@ -20,7 +21,7 @@ from torch import nn
 
 from rnncli.errors import RnncliError
 
-PRIME = 1_000_003  # the hash's multiplier, odd and far above any bucket count
+PRIME = 1_000_003  # the hash's multiplier, a prime
 TABLE_LIMIT = 1 << 25  # the most entries (features x classes) the bag's weight may hold: 128 MB in fp32
 
 
@@ -90,4 +91,3 @@ def padded_prev(seq: int, batch: int, device) -> torch.Tensor:
     """Each row's previous token in a (seq, batch) batch flattened step-major: (seq x batch,)."""
     rows = torch.arange(seq * batch, device=device)
     return torch.where(rows >= batch, rows - batch, -1)
-
