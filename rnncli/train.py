@@ -369,10 +369,10 @@ class Learner:
         """The batch's loss, its embedded words moved by `perturb` (seq, batch, embed) if given."""
         with self.setup.autocast():
             if self.model.config.ngrams:  # the head and the n-gram bag each learn on their own loss
-                head, bag = self.step_model(ids, lengths, perturb, parts=True)  # (batch, classes) each
-                return self.loss_fn(head.float(), y) + self.loss_fn(bag.float(), y)
-            logits = self.step_model(ids, lengths, perturb)  # (batch, classes)
-        return self.loss_fn(logits.float(), y)  # in fp32
+                parts = self.step_model(ids, lengths, perturb, parts=True)  # (batch, classes) each
+            else:
+                parts = (self.step_model(ids, lengths, perturb),)  # (batch, classes)
+        return sum(self.loss_fn(logits.float(), y) for logits in parts)  # in fp32
 
 
 def adversarial_push(grad: torch.Tensor, eps: float) -> torch.Tensor:
