@@ -283,8 +283,7 @@ def build_model(config: Config, data: Data, source, device) -> RNNClassifier:
         body = source_body(source.model)
         model.load_state_dict(body, strict=False)  # everything but the head, which keeps its fresh init
     if config.model.ngrams:
-        train_ids = data.train
-        model.ngrams.fit_ratios(train_ids.ids, train_ids.starts, train_ids.lengths, data.corpus.train.labels)
+        model.ngrams.fit_ratios(data.train.ids, data.train.starts, data.train.lengths, data.corpus.train.labels)
     return model
 
 
